@@ -1,0 +1,5 @@
+import sys
+
+from emoportrait.cli import main
+
+sys.exit(main())
