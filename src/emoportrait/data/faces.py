@@ -1,0 +1,486 @@
+"""Face boxes, landmarks, head pose and head rotation speed (paper section 4.1).
+
+The paper labels its training videos with MediaPipe face detection (face boxes -> the face
+locator's mask) and with 6-DoF head pose from facial landmarks, whose rotation between
+successive frames is the head speed w_f fed to the speed layers (section 3.2). This module is
+that labelling, for one image or a whole video, with two interchangeable backends:
+
+- ``"mediapipe"`` (default, as in the paper): BlazeFace short/full-range detection and the
+  468-point face mesh, both bundled with ``mediapipe==0.10.21`` (offline).
+- ``"dlib"``: HOG face detector and the 68-point shape predictor of ``face_recognition_models``.
+
+Typical use (frames are (H, W, 3) uint8 RGB)::
+
+    from emoportrait.data.faces import FaceAnalyzer
+    with FaceAnalyzer("mediapipe") as fa:
+        track = fa.analyze_frames(frames)  # FaceTrack: boxes (T, 4), rotations (T, 3, 3), speed (T,)
+
+or piecewise: ``FaceDetector().detect(rgb) -> (4,) box | None``, ``FaceLandmarker().detect(rgb)
+-> (K, 2) | None``, ``head_pose(landmarks, (H, W), scheme) -> (3, 3) | None``,
+``head_speed(rotations) -> (T,) degrees/frame``.
+
+mediapipe and dlib are imported lazily, inside the classes, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from emoportrait.errors import EMOError
+
+BACKENDS = ("mediapipe", "dlib")
+
+# Landmark indices of the points used for head pose and mouth measures, per landmark scheme.
+# "left"/"right" are in the image (a frontal face's image-left eye is the person's right eye).
+LANDMARK_POINTS: dict[str, dict[str, int]] = {
+    "mediapipe468": {
+        "nose_tip": 1, "chin": 152, "eye_outer_left": 33, "eye_outer_right": 263,
+        "mouth_left": 61, "mouth_right": 291, "lip_upper_inner": 13, "lip_lower_inner": 14,
+    },
+    "dlib68": {
+        "nose_tip": 30, "chin": 8, "eye_outer_left": 36, "eye_outer_right": 45,
+        "mouth_left": 48, "mouth_right": 54, "lip_upper_inner": 62, "lip_lower_inner": 66,
+    },
+}
+
+# A generic 3D face (arbitrary units, ~0.2 mm), in camera-like axes: x to the image right,
+# y down, z away from the camera, nose tip at the origin; a frontal face then has rotation ~I.
+# The six classic points used with cv2.solvePnP for head pose.
+_GENERIC_FACE_3D: dict[str, tuple[float, float, float]] = {
+    "nose_tip": (0.0, 0.0, 0.0),
+    "chin": (0.0, 330.0, 65.0),
+    "eye_outer_left": (-225.0, -170.0, 135.0),
+    "eye_outer_right": (225.0, -170.0, 135.0),
+    "mouth_left": (-150.0, 150.0, 125.0),
+    "mouth_right": (150.0, 150.0, 125.0),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Backend loading (lazy) and mediapipe's native log noise
+# ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence C++ log lines (TFLite/absl) written straight to file descriptor 2.
+
+    mediapipe prints "Created TensorFlow Lite XNNPACK delegate" and absl warnings when a graph
+    is built and first run; GLOG_minloglevel does not reach them. Used only around graph
+    construction and the first `process` call.
+    """
+    try:
+        saved = os.dup(2)
+    except OSError:  # no real stderr (some embedded interpreters)
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _import_mediapipe():
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        with _quiet_native_stderr():
+            import mediapipe as mp
+
+            _ = mp.solutions.face_detection, mp.solutions.face_mesh
+    except (ImportError, AttributeError):
+        raise EMOError(
+            "mediapipe face backend unavailable: install mediapipe==0.10.21 (pip install --no-deps) "
+            "or use backend='dlib'"
+        ) from None
+    return mp
+
+
+def _import_dlib():
+    try:
+        import dlib
+    except ImportError:
+        raise EMOError("dlib face backend unavailable: pip install dlib-bin face_recognition_models") from None
+    return dlib
+
+
+def _dlib_model(name: str) -> str:
+    # Located through importlib instead of face_recognition_models' pkg_resources import.
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise EMOError("dlib landmarks need face_recognition_models: pip install face_recognition_models")
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / name
+    if not path.is_file():
+        raise EMOError(f"dlib model file {path} is missing; reinstall face_recognition_models")
+    return str(path)
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise EMOError(f"unknown face backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def _check_image(rgb: np.ndarray) -> np.ndarray:
+    if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3):
+        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {getattr(rgb, 'shape', None)}")
+    return np.ascontiguousarray(rgb)
+
+
+# ---------------------------------------------------------------------------------------------
+# Detection and landmarks
+# ---------------------------------------------------------------------------------------------
+
+
+class FaceDetector:
+    """Largest face box of an RGB image (paper 4.1: MediaPipe face detection).
+
+    Args:
+        backend: "mediapipe" (BlazeFace; default) or "dlib" (HOG).
+        min_confidence: detections below this score are ignored (mediapipe only).
+        model: mediapipe model, "short" (faces within ~2 m, talking heads), "full" (small
+            faces), or "auto" (short, then full when short finds nothing).
+    """
+
+    def __init__(self, backend: str = "mediapipe", min_confidence: float = 0.5, model: str = "auto"):
+        _check_backend(backend)
+        if model not in ("short", "full", "auto"):
+            raise EMOError(f"unknown mediapipe face model {model!r}; choose short, full or auto")
+        self.backend, self.min_confidence, self.model = backend, float(min_confidence), model
+        self._impl: list = []
+        self._warm = False
+        if backend == "mediapipe":
+            mp = _import_mediapipe()
+            selections = {"short": [0], "full": [1], "auto": [0, 1]}[model]
+            with _quiet_native_stderr():
+                self._impl = [
+                    mp.solutions.face_detection.FaceDetection(model_selection=s, min_detection_confidence=self.min_confidence)
+                    for s in selections
+                ]
+        else:
+            self._impl = [_import_dlib().get_frontal_face_detector()]
+
+    def detect(self, rgb: np.ndarray) -> np.ndarray | None:
+        """Box of the largest face, or None.
+
+        Args:
+            rgb: (H, W, 3) uint8 RGB image.
+
+        Returns:
+            (4,) float64 box (x0, y0, x1, y1) in pixels, clipped to the image, or None.
+        """
+        rgb = _check_image(rgb)
+        h, w = rgb.shape[:2]
+        boxes: list[np.ndarray] = []
+        for impl in self._impl:
+            if self.backend == "mediapipe":
+                ctx = _quiet_native_stderr() if not self._warm else contextlib.nullcontext()
+                with ctx:
+                    result = impl.process(rgb)
+                for det in result.detections or []:
+                    rb = det.location_data.relative_bounding_box
+                    boxes.append(np.array([rb.xmin * w, rb.ymin * h, (rb.xmin + rb.width) * w, (rb.ymin + rb.height) * h]))
+            else:
+                # Upsample small images once: HOG finds faces down to ~80 px.
+                for r in impl(rgb, 1 if max(h, w) < 400 else 0):
+                    boxes.append(np.array([r.left(), r.top(), r.right(), r.bottom()], dtype=np.float64))
+            if boxes:
+                break
+        self._warm = True
+        boxes = [np.clip(b, 0, [w, h, w, h]) for b in boxes]
+        boxes = [b for b in boxes if b[2] > b[0] and b[3] > b[1]]
+        if not boxes:
+            return None
+        return max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1])).astype(np.float64)
+
+    def close(self) -> None:
+        for impl in self._impl:
+            if hasattr(impl, "close"):
+                impl.close()
+        self._impl = []
+
+    def __enter__(self) -> FaceDetector:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class FaceLandmarker:
+    """Facial landmarks of the most prominent face: MediaPipe face mesh (468) or dlib (68).
+
+    The mediapipe mesh runs in static-image mode: each frame is independent of the previous
+    one, so results do not depend on processing order (reproducible shards).
+    """
+
+    def __init__(self, backend: str = "mediapipe"):
+        _check_backend(backend)
+        self.backend = backend
+        self.scheme = "mediapipe468" if backend == "mediapipe" else "dlib68"
+        self._warm = False
+        if backend == "mediapipe":
+            mp = _import_mediapipe()
+            with _quiet_native_stderr():
+                self._impl = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1)
+        else:
+            dlib = _import_dlib()
+            self._dlib = dlib
+            self._impl = dlib.shape_predictor(_dlib_model("shape_predictor_68_face_landmarks.dat"))
+            self._detector = None
+
+    def detect(self, rgb: np.ndarray, box: np.ndarray | None = None) -> np.ndarray | None:
+        """Landmarks in pixels, or None when no face is found.
+
+        Args:
+            rgb: (H, W, 3) uint8 RGB image.
+            box: (4,) face box (x0, y0, x1, y1); used by dlib (found with its detector when
+                None), ignored by mediapipe (its mesh finds the face itself).
+
+        Returns:
+            (K, 2) float64 (x, y) pixel coordinates, K = 468 (mediapipe) or 68 (dlib).
+        """
+        rgb = _check_image(rgb)
+        h, w = rgb.shape[:2]
+        if self.backend == "mediapipe":
+            ctx = _quiet_native_stderr() if not self._warm else contextlib.nullcontext()
+            with ctx:
+                result = self._impl.process(rgb)
+            self._warm = True
+            if not result.multi_face_landmarks:
+                return None
+            lm = result.multi_face_landmarks[0].landmark
+            return np.array([(p.x * w, p.y * h) for p in lm], dtype=np.float64)
+        if box is None:
+            if self._detector is None:
+                self._detector = FaceDetector("dlib")
+            box = self._detector.detect(rgb)
+            if box is None:
+                return None
+        rect = self._dlib.rectangle(*(int(round(v)) for v in box))
+        shape = self._impl(rgb, rect)
+        return np.array([(shape.part(i).x, shape.part(i).y) for i in range(shape.num_parts)], dtype=np.float64)
+
+    def close(self) -> None:
+        if self.backend == "mediapipe" and self._impl is not None:
+            self._impl.close()
+        self._impl = None
+
+    def __enter__(self) -> FaceLandmarker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Head pose and speed
+# ---------------------------------------------------------------------------------------------
+
+
+def head_pose(landmarks: np.ndarray, image_size: tuple[int, int], scheme: str) -> np.ndarray | None:
+    """6-DoF head pose's rotation from landmarks, by `cv2.solvePnP` against a generic 3D face.
+
+    The camera is a pinhole with focal length = image width and the principal point at the
+    centre (no distortion). The absolute angles carry the generic model's bias (pitch most),
+    so use rotation *differences* between frames (`rotation_angle`, `head_speed`).
+
+    Args:
+        landmarks: (K, 2) pixel landmarks of `scheme` ("mediapipe468" or "dlib68").
+        image_size: (H, W) of the image the landmarks are in.
+        scheme: landmark scheme name, a key of `LANDMARK_POINTS` (`FaceLandmarker.scheme`).
+
+    Returns:
+        (3, 3) rotation matrix (model -> camera; ~identity for a frontal face), or None when
+        solvePnP fails.
+    """
+    import cv2
+
+    names = list(_GENERIC_FACE_3D)
+    idx = [LANDMARK_POINTS[scheme][n] for n in names]
+    image_points = np.ascontiguousarray(landmarks[idx], dtype=np.float64)  # (6, 2)
+    model_points = np.array([_GENERIC_FACE_3D[n] for n in names], dtype=np.float64)  # (6, 3)
+    h, w = image_size
+    camera = np.array([[w, 0, w / 2], [0, w, h / 2], [0, 0, 1]], dtype=np.float64)
+    ok, rvec, tvec = cv2.solvePnP(model_points, image_points, camera, None, flags=cv2.SOLVEPNP_SQPNP)
+    if not ok or not np.all(np.isfinite(rvec)):
+        return None
+    rvec, tvec = cv2.solvePnPRefineLM(model_points, image_points, camera, None, rvec, tvec)
+    rotation, _ = cv2.Rodrigues(rvec)
+    return rotation
+
+
+def rotation_angle(r1: np.ndarray, r2: np.ndarray) -> float:
+    """Geodesic angle in degrees between two (3, 3) rotations (the angle of r2 @ r1.T)."""
+    cos = (np.trace(r2 @ r1.T) - 1.0) / 2.0
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+
+
+def rotation_to_ypr(rotation: np.ndarray) -> np.ndarray:
+    """(3, 3) rotation -> (yaw, pitch, roll) degrees (about y, x, z of the camera-like axes)."""
+    from scipy.spatial.transform import Rotation
+
+    # Intrinsic Y-X-Z: yaw turns the head left/right, pitch nods, roll tilts.
+    return Rotation.from_matrix(rotation).as_euler("YXZ", degrees=True)
+
+
+def head_speed(rotations: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    """Head rotation speed w_f in degrees per frame (paper 3.2 / 4.1), smoothed.
+
+    Filter (ours, documented in docs/data.md): the per-frame rotations are turned into
+    sign-aligned unit quaternions; frames without a pose (NaN) are filled by linear
+    interpolation (edge frames copy the nearest pose); each quaternion component is smoothed
+    with a Gaussian of `sigma` frames and renormalised; w_f is the geodesic angle between the
+    smoothed rotations of frames f-1 and f, and w_0 = w_1. Smoothing the rotations *before*
+    differencing removes most of the per-frame landmark jitter, which would otherwise add a
+    positive bias to every angle (an angle is never negative).
+
+    Args:
+        rotations: (T, 3, 3) rotations; all-NaN matrices mark frames without a pose.
+        sigma: Gaussian standard deviation in frames (0 disables smoothing).
+
+    Returns:
+        (T,) float32 speed in degrees/frame (zeros when fewer than 2 frames have a pose).
+    """
+    from scipy.ndimage import gaussian_filter1d
+    from scipy.spatial.transform import Rotation
+
+    rotations = np.asarray(rotations, dtype=np.float64)
+    t = len(rotations)
+    valid = np.isfinite(rotations).all(axis=(1, 2))
+    if t < 2 or valid.sum() < 2:
+        return np.zeros(t, np.float32)
+    quats = np.full((t, 4), np.nan)
+    quats[valid] = Rotation.from_matrix(rotations[valid]).as_quat()
+    # q and -q are the same rotation: keep successive quaternions on the same hemisphere.
+    prev = None
+    for i in np.flatnonzero(valid):
+        if prev is not None and np.dot(quats[i], prev) < 0:
+            quats[i] = -quats[i]
+        prev = quats[i]
+    frames = np.arange(t)
+    for c in range(4):
+        quats[:, c] = np.interp(frames, frames[valid], quats[valid, c])
+    if sigma > 0:
+        quats = gaussian_filter1d(quats, sigma, axis=0, mode="nearest")
+    quats /= np.linalg.norm(quats, axis=1, keepdims=True)
+    dots = np.abs(np.sum(quats[1:] * quats[:-1], axis=1))
+    angles = np.degrees(2.0 * np.arccos(np.clip(dots, -1.0, 1.0)))  # (T-1,)
+    return np.concatenate([angles[:1], angles]).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Small measures others use (evaluation, synthetic-world checks)
+# ---------------------------------------------------------------------------------------------
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two (4,) boxes (x0, y0, x1, y1)."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def mouth_opening(landmarks: np.ndarray, scheme: str) -> float:
+    """Inner-lip gap divided by the mouth width (0 = closed); scale- and resolution-free."""
+    p = LANDMARK_POINTS[scheme]
+    gap = np.linalg.norm(landmarks[p["lip_lower_inner"]] - landmarks[p["lip_upper_inner"]])
+    width = np.linalg.norm(landmarks[p["mouth_right"]] - landmarks[p["mouth_left"]])
+    return float(gap / width) if width > 0 else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole videos
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FaceTrack:
+    """Per-frame face labels of a video; frames without a face hold NaN."""
+
+    boxes: np.ndarray  # (T, 4) float64 (x0, y0, x1, y1) pixels, NaN where no face was found
+    rotations: np.ndarray  # (T, 3, 3) float64 head rotation, NaN where no pose
+    landmarks: list[np.ndarray | None]  # T entries of (K, 2) pixels or None (kept only if asked)
+    speed: np.ndarray  # (T,) float32 head speed w_f in degrees/frame (see `head_speed`)
+
+    @property
+    def found(self) -> np.ndarray:
+        """(T,) bool: a face box was detected in the frame."""
+        return np.isfinite(self.boxes).all(axis=1)
+
+    @property
+    def ypr(self) -> np.ndarray:
+        """(T, 3) yaw/pitch/roll degrees (NaN where no pose); absolute values carry model bias."""
+        out = np.full((len(self.rotations), 3), np.nan)
+        for i, r in enumerate(self.rotations):
+            if np.isfinite(r).all():
+                out[i] = rotation_to_ypr(r)
+        return out
+
+
+class FaceAnalyzer:
+    """Face box + landmarks + head pose for each frame, and head speed for a sequence.
+
+    Args:
+        backend: "mediapipe" or "dlib" (both for detection and landmarks).
+        min_confidence: detector score threshold.
+        max_side: frames larger than this (long side, pixels) are analysed downscaled; the
+            returned boxes and landmarks are in the original frame's pixels.
+        speed_sigma: Gaussian smoothing of `head_speed`, in frames.
+    """
+
+    def __init__(self, backend: str = "mediapipe", min_confidence: float = 0.5, max_side: int = 640,
+                 speed_sigma: float = 1.0):
+        self.detector = FaceDetector(backend, min_confidence=min_confidence)
+        self.landmarker = FaceLandmarker(backend)
+        self.max_side, self.speed_sigma = int(max_side), float(speed_sigma)
+
+    def analyze(self, rgb: np.ndarray, keep_landmarks: bool = False):
+        """One frame -> (box (4,) | None, rotation (3, 3) | None, landmarks (K, 2) | None)."""
+        import cv2
+
+        rgb = _check_image(rgb)
+        h, w = rgb.shape[:2]
+        scale = min(1.0, self.max_side / max(h, w))
+        small = rgb if scale == 1.0 else cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        box = self.detector.detect(small)
+        if box is None:
+            return None, None, None
+        lm = self.landmarker.detect(small, box)
+        rotation = None if lm is None else head_pose(lm, small.shape[:2], self.landmarker.scheme)
+        box = box / scale
+        lm = None if lm is None or not keep_landmarks else lm / scale
+        return box, rotation, lm
+
+    def analyze_frames(self, frames: Iterable[np.ndarray], keep_landmarks: bool = False) -> FaceTrack:
+        """Label every frame of a sequence (e.g. `media.iter_video_frames(path)`), streaming."""
+        boxes, rotations, landmarks = [], [], []
+        for frame in frames:
+            box, rot, lm = self.analyze(frame, keep_landmarks)
+            boxes.append(np.full(4, np.nan) if box is None else box)
+            rotations.append(np.full((3, 3), np.nan) if rot is None else rot)
+            landmarks.append(lm)
+        boxes_a = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+        rot_a = np.array(rotations, dtype=np.float64).reshape(-1, 3, 3)
+        return FaceTrack(boxes_a, rot_a, landmarks, head_speed(rot_a, self.speed_sigma))
+
+    def close(self) -> None:
+        self.detector.close()
+        self.landmarker.close()
+
+    def __enter__(self) -> FaceAnalyzer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
