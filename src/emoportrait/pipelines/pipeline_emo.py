@@ -1,0 +1,487 @@
+"""EMO's generation pipeline: one portrait + one voice clip -> a talking/singing video (paper 3.2).
+
+`EMOPipeline` is a diffusers `DiffusionPipeline`, so `from_pretrained` / `save_pretrained` read and
+write the model folder of DESIGN.md section 7. A video of any length is made of clips of F frames
+generated one after another; the last N frames of each clip are the next clip's motion frames
+(zero maps for the first clip). Per clip the ReferenceNet runs once (reference latent and motion
+latents in one batch) and its features are reused at every denoising step; the audio embeddings
+are computed once for the whole audio; the classifier-free guidance branches run in one batched
+backbone forward; each clip is decoded in frame chunks and handed on before the next one starts,
+so `iter_frames` streams a video of any length in memory bounded by one clip.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.utils.torch_utils import randn_tensor
+
+from emoportrait.data.media import FPS, SAMPLE_RATE
+from emoportrait.errors import EMOError
+from emoportrait.pipelines.pipeline_output import EMOPipelineOutput
+from emoportrait.pipelines.preprocessing import load_audio, load_image, num_video_frames, prepare_reference
+
+OUTPUT_TYPES = ("np", "pil", "pt", "latent")
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640 audio samples per video frame
+
+
+@dataclass
+class GenerationInputs:
+    """Everything computed once per video, before the clip loop (see `EMOPipeline.prepare_inputs`).
+
+    Attributes:
+        reference_latents: (1, 4, h, w) VAE latent of the framed reference image (scaled).
+        face_features: (1, C0, h, w) Face Locator output for the face-region mask M.
+        audio_embeds: (1, T_gen, K, Ca) audio tokens for every generated frame (T_gen = clips x F).
+        speed_embeds: (1, F, Cs) embedding of the constant target head speed, or None.
+        num_frames: T, frames of the output video (round(audio duration x 25), at least 1).
+        num_clips: ceil(T / F).
+    """
+
+    reference_latents: torch.Tensor
+    face_features: torch.Tensor
+    audio_embeds: torch.Tensor
+    speed_embeds: torch.Tensor | None
+    num_frames: int
+    num_clips: int
+
+
+def guidance_branches(guidance_scale_ref: float, guidance_scale_audio: float) -> list[tuple[bool, bool]]:
+    """The (use_reference, use_audio) condition sets the guidance formula needs, in batch order.
+
+    eps = eps(-,-) + g_ref (eps(r,-) - eps(-,-)) + g_audio (eps(r,a) - eps(r,-)); a branch whose
+    coefficient vanishes (scale 1) is not computed.
+    """
+    branches = [(True, True)]
+    if guidance_scale_audio != 1.0 or guidance_scale_ref != 1.0:
+        branches.insert(0, (True, False))
+    if guidance_scale_ref != 1.0:
+        branches.insert(0, (False, False))
+    return branches
+
+
+def combine_guidance(noise_pred: torch.Tensor, branches: list[tuple[bool, bool]], guidance_scale_ref: float,
+                     guidance_scale_audio: float) -> torch.Tensor:
+    """Classifier-free guidance with separate reference and audio scales.
+
+    Args:
+        noise_pred: (len(branches), 4, F, h, w) predictions of the branches in `branches` order.
+
+    Returns:
+        (1, 4, F, h, w) guided eps.
+    """
+    preds = dict(zip(branches, noise_pred.chunk(len(branches))))
+    eps_ra = preds[(True, True)]
+    eps_r = preds.get((True, False), eps_ra)
+    eps_0 = preds.get((False, False), eps_r)
+    return eps_0 + guidance_scale_ref * (eps_r - eps_0) + guidance_scale_audio * (eps_ra - eps_r)
+
+
+class EMOPipeline(DiffusionPipeline):
+    r"""Audio-driven portrait video generation (EMO, paper section 3.2, Fig. 2).
+
+    Components:
+        vae ([`AutoencoderKL`]): encodes the reference and motion frames, decodes generated latents.
+        unet ([`EMOUNet`]): the Backbone Network, denoising F frames per clip.
+        reference_unet ([`EMOReferenceNet`]): reference/motion-frame features for reference-attention
+            and the temporal modules.
+        face_locator ([`FaceLocator`]): encodes the face-region mask, added to the noisy latents.
+        audio_encoder ([`Wav2Vec2AudioEncoder`] or [`LogMelAudioEncoder`]): per-frame audio features.
+        audio_proj ([`AudioProjection`]): windowed audio tokens for audio-attention.
+        speed_encoder ([`SpeedEncoder`]): target head-speed embeddings for the speed layers.
+        scheduler ([`DDIMScheduler`] or any diffusers scheduler): the sampler.
+
+    A face detector for reference framing can be set as `pipe.face_detector` (an object with
+    `detect(rgb) -> box | None`); by default MediaPipe's is used.
+    """
+
+    model_cpu_offload_seq = "audio_encoder->audio_proj->speed_encoder->face_locator->reference_unet->unet->vae"
+    _callback_tensor_inputs = ["latents"]
+
+    def __init__(self, vae, unet, reference_unet, face_locator, audio_encoder, audio_proj, speed_encoder, scheduler):
+        super().__init__()
+        self.register_modules(
+            vae=vae,
+            unet=unet,
+            reference_unet=reference_unet,
+            face_locator=face_locator,
+            audio_encoder=audio_encoder,
+            audio_proj=audio_proj,
+            speed_encoder=speed_encoder,
+            scheduler=scheduler,
+        )
+        vae_config = getattr(vae, "config", None)
+        self.vae_scale_factor = 2 ** (len(vae_config.block_out_channels) - 1) if vae_config is not None else 8
+        self.face_detector = None
+
+    # ------------------------------------------------------------------ model-derived settings
+
+    @property
+    def num_frames(self) -> int:
+        """F: frames denoised together per clip (backbone config; paper: 12)."""
+        return int(self.unet.config.num_frames)
+
+    @property
+    def num_motion_frames(self) -> int:
+        """N: previous frames fed back as motion frames (backbone config; paper: 4)."""
+        return int(self.unet.config.num_motion_frames)
+
+    @property
+    def sample_size(self) -> int:
+        """Square frame size S in pixels (backbone's latent size x the VAE's factor)."""
+        for model in (self.unet, self.reference_unet):
+            size = getattr(model.config, "sample_size", None)
+            if size:
+                return int(size if isinstance(size, int) else size[0]) * self.vae_scale_factor
+        return 512
+
+    @property
+    def clip_index(self) -> int:
+        """Index of the clip being denoised (for `callback_on_step_end`)."""
+        return getattr(self, "_clip_index", 0)
+
+    @property
+    def num_clips(self) -> int:
+        return getattr(self, "_num_clips", 0)
+
+    @property
+    def interrupt(self) -> bool:
+        return getattr(self, "_interrupt", False)
+
+    # ------------------------------------------------------------------ helpers
+
+    def check_inputs(self, num_inference_steps, guidance_scale_ref, guidance_scale_audio, output_type,
+                     decode_chunk_size, callback_on_step_end_tensor_inputs):
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise EMOError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
+        for name, value in (("guidance_scale_ref", guidance_scale_ref), ("guidance_scale_audio", guidance_scale_audio)):
+            if not math.isfinite(float(value)) or float(value) < 0:
+                raise EMOError(f"{name} must be a finite number >= 0, got {value!r}")
+        if output_type not in OUTPUT_TYPES:
+            raise EMOError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
+        if not isinstance(decode_chunk_size, int) or decode_chunk_size < 1:
+            raise EMOError(f"decode_chunk_size must be a positive integer, got {decode_chunk_size!r}")
+        unknown = set(callback_on_step_end_tensor_inputs or []) - set(self._callback_tensor_inputs)
+        if unknown:
+            raise EMOError(f"callback_on_step_end_tensor_inputs may only name {self._callback_tensor_inputs}, got {sorted(unknown)}")
+
+    def prepare_reference(self, image, face_mask=None, face_box=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frame the reference portrait around its face (see `preprocessing`) and build the mask M.
+
+        Args:
+            image: path, PIL image or array of a portrait in any mode.
+            face_mask: (S, S) or (1, 1, S, S) mask; if given, `image` is taken as already framed
+                (only resized to S) and no face detection runs.
+            face_box: known face box (x0, y0, x1, y1) in the image's pixels; skips detection.
+
+        Returns:
+            pixels (1, 3, S, S) in [-1, 1] and mask (1, 1, S, S) in {0, 1}, both float32 on CPU.
+        """
+        size = self.sample_size
+        if face_mask is None:
+            prepared = prepare_reference(image, size, detector=self.face_detector, face_box=face_box)
+            rgb, mask = prepared.image, torch.from_numpy(prepared.face_mask)
+        else:
+            rgb = np.array(PIL.Image.fromarray(load_image(image)).resize((size, size), PIL.Image.Resampling.LANCZOS))
+            mask = torch.as_tensor(np.asarray(face_mask), dtype=torch.float32).reshape(1, 1, *np.shape(face_mask)[-2:])
+            mask = torch.nn.functional.interpolate(mask, size=(size, size), mode="nearest")
+        pixels = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1.0  # (1, 3, S, S)
+        return pixels, (mask.reshape(1, 1, size, size) > 0.5).float()
+
+    def encode_frames(self, pixels: torch.Tensor) -> torch.Tensor:
+        """VAE latents (distribution mode, scaled) of frames: (B, 3, S, S) in [-1, 1] -> (B, 4, h, w)."""
+        pixels = pixels.to(device=self.vae.device, dtype=self.vae.dtype)
+        latents = self.vae.encode(pixels).latent_dist.mode()
+        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
+        return (latents - shift) * self.vae.config.scaling_factor
+
+    def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int = 16) -> torch.Tensor:
+        """Decode (B, 4, F, h, w) latents `decode_chunk_size` frames at a time -> (B, 3, F, S, S) in [-1, 1]."""
+        b, c, f, h, w = latents.shape
+        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
+        latents = latents / self.vae.config.scaling_factor + shift
+        latents = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)  # (B*F, 4, h, w)
+        video = torch.cat([
+            self.vae.decode(latents[i : i + decode_chunk_size].to(self.vae.dtype)).sample
+            for i in range(0, b * f, decode_chunk_size)
+        ])  # (B*F, 3, S, S)
+        return video.reshape(b, f, *video.shape[1:]).permute(0, 2, 1, 3, 4).float().clamp(-1.0, 1.0)
+
+    def encode_audio(self, waveform: np.ndarray, num_frames: int, device, dtype) -> torch.Tensor:
+        """Audio tokens for `num_frames` video frames, computed once for the whole audio.
+
+        Args:
+            waveform: (S,) float32 at 16 kHz; zero-padded to `num_frames` x 640 samples.
+
+        Returns:
+            (1, num_frames, K, Ca) tokens (K = 2m+1 window of paper 3.2's audio layers).
+        """
+        wave = torch.from_numpy(np.asarray(waveform, dtype=np.float32))
+        need = num_frames * SAMPLES_PER_FRAME
+        if wave.numel() < need:
+            wave = torch.nn.functional.pad(wave, (0, need - wave.numel()))
+        enc_dtype = getattr(self.audio_encoder, "dtype", torch.float32)
+        features = self.audio_encoder(wave[None].to(device=device, dtype=enc_dtype), num_frames=num_frames)  # (1, T, L, D)
+        return self.audio_proj(features.to(self.audio_proj.dtype)).to(dtype)  # (1, T, K, Ca)
+
+    def encode_speed(self, speed: float | None, device, dtype) -> torch.Tensor | None:
+        """(1, F, Cs) embedding of a constant target head speed (degrees/frame; paper 4.1), or None."""
+        if speed is None:
+            return None
+        speeds = torch.full((1, self.num_frames), float(speed), device=device, dtype=self.speed_encoder.dtype)
+        return self.speed_encoder(speeds).to(dtype)
+
+    def prepare_latents(self, num_frames, height, width, dtype, device, generator) -> torch.Tensor:
+        """Initial noise (1, 4, F, h, w), scaled by the scheduler's `init_noise_sigma`."""
+        shape = (1, self.unet.config.in_channels, num_frames, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        latents = randn_tensor(shape, generator=generator, device=torch.device(device), dtype=dtype)
+        return latents * self.scheduler.init_noise_sigma
+
+    def prepare_extra_step_kwargs(self, generator, eta):
+        """`eta` (DDIM's eta, eq. 16 of the DDIM paper) and `generator` for schedulers that take them."""
+        params = set(inspect.signature(self.scheduler.step).parameters)
+        kwargs = {}
+        if "eta" in params:
+            kwargs["eta"] = eta
+        if "generator" in params:
+            kwargs["generator"] = generator
+        return kwargs
+
+    def prepare_inputs(self, image, audio, speed=None, face_mask=None, face_box=None) -> GenerationInputs:
+        """Steps computed once per video: reference latent, face features, audio tokens, speed."""
+        device, dtype = self._execution_device, self.unet.dtype
+        pixels, mask = self.prepare_reference(image, face_mask=face_mask, face_box=face_box)
+        waveform = load_audio(audio)
+        total = num_video_frames(waveform.size)
+        clips = math.ceil(total / self.num_frames)
+        return GenerationInputs(
+            reference_latents=self.encode_frames(pixels).to(dtype),  # (1, 4, h, w)
+            face_features=self.face_locator(mask.to(device=device, dtype=self.face_locator.dtype)).to(dtype),
+            audio_embeds=self.encode_audio(waveform, clips * self.num_frames, device, dtype),
+            speed_embeds=self.encode_speed(speed, device, dtype),
+            num_frames=total,
+            num_clips=clips,
+        )
+
+    # ------------------------------------------------------------------ the clip loop
+
+    def _denoise_clip(self, inputs: GenerationInputs, clip: int, motion_latents: torch.Tensor | None,
+                      num_inference_steps: int, guidance_scale_ref: float, guidance_scale_audio: float,
+                      generator, extra_step_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs,
+                      progress_bar) -> torch.Tensor:
+        """Denoise one clip of F frames; returns its clean latents (1, 4, F, h, w)."""
+        device, dtype = self._execution_device, self.unet.dtype
+        f, n = self.num_frames, self.num_motion_frames
+        branches = guidance_branches(guidance_scale_ref, guidance_scale_audio)
+        nb = len(branches)
+        use_ref = torch.tensor([r for r, _ in branches], device=device, dtype=dtype)  # (nb,)
+        use_audio = torch.tensor([a for _, a in branches], device=device, dtype=dtype)
+
+        # a. ReferenceNet ONCE per clip: the reference latent and the N motion latents in one batch.
+        ref_in = inputs.reference_latents
+        if motion_latents is not None:
+            ref_in = torch.cat([ref_in, motion_latents.to(dtype)])  # (1+N, 4, h, w)
+        features = self.reference_unet(ref_in.to(self.reference_unet.dtype))  # layer -> (1[+N], L, C)
+        # Dropping a condition = zeroing it for that branch (DESIGN.md section 3), in one batch.
+        reference_features = {k: v[:1].to(dtype) * use_ref.view(nb, 1, 1) for k, v in features.items()}  # (nb, L, C)
+        motion_features = None
+        if motion_latents is not None:
+            motion_features = {k: v[1:].to(dtype).repeat(nb, 1, 1) for k, v in features.items()}  # (nb*N, L, C)
+        audio = inputs.audio_embeds[:, clip * f : (clip + 1) * f]  # (1, F, K, Ca)
+        audio_embeds = audio * use_audio.view(nb, 1, 1, 1)  # (nb, F, K, Ca)
+        speed_embeds = None if inputs.speed_embeds is None else inputs.speed_embeds.expand(nb, -1, -1)
+        face_features = inputs.face_features.expand(nb, -1, -1, -1)  # (nb, C0, h, w)
+
+        # b. Initial noise for this clip.
+        size = self.sample_size
+        latents = self.prepare_latents(f, size, size, dtype, device, generator)  # (1, 4, F, h, w)
+
+        # c. Denoising loop (DDIM by default, paper 4.1); the guidance branches share one forward.
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        self._num_timesteps = len(timesteps)
+        for i, t in enumerate(timesteps):
+            if self.interrupt:
+                break
+            model_input = self.scheduler.scale_model_input(latents, t).expand(nb, -1, -1, -1, -1)  # (nb, 4, F, h, w)
+            noise_pred = self.unet(
+                model_input,
+                t,
+                reference_features=reference_features,
+                motion_features=motion_features,
+                audio_embeds=audio_embeds,
+                speed_embeds=speed_embeds,
+                face_features=face_features,
+            ).sample  # (nb, 4, F, h, w)
+            noise_pred = combine_guidance(noise_pred, branches, guidance_scale_ref, guidance_scale_audio)
+            latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
+            if callback_on_step_end is not None:
+                callback_kwargs = {k: locals()[k] for k in callback_on_step_end_tensor_inputs}
+                callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
+                latents = callback_outputs.pop("latents", latents)
+            progress_bar.update()
+        del n
+        return latents
+
+    def _iter_clips(self, inputs: GenerationInputs, num_inference_steps, guidance_scale_ref, guidance_scale_audio,
+                    generator, eta, decode: bool, decode_chunk_size, callback_on_step_end,
+                    callback_on_step_end_tensor_inputs) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Generate clip after clip; yields (latents (1, 4, f, h, w), video (1, 3, f, S, S) or None).
+
+        The last clip is trimmed so the frames total `inputs.num_frames`. The last N frames of each
+        clip, re-encoded with the VAE, are the next clip's motion frames (paper 3.2).
+        """
+        f, n = self.num_frames, self.num_motion_frames
+        extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
+        self._num_clips, self._interrupt = inputs.num_clips, False
+        motion_latents = None  # zero motion frames for the first clip
+        history: torch.Tensor | None = None  # last decoded frames, (1, 3, <=N, S, S)
+        with self.progress_bar(total=inputs.num_clips * num_inference_steps) as progress_bar:
+            for clip in range(inputs.num_clips):
+                self._clip_index = clip
+                if hasattr(progress_bar, "set_description"):
+                    progress_bar.set_description(f"clip {clip + 1}/{inputs.num_clips}")
+                latents = self._denoise_clip(
+                    inputs, clip, motion_latents, num_inference_steps, guidance_scale_ref, guidance_scale_audio,
+                    generator, extra_step_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs,
+                    progress_bar)
+                if self.interrupt:
+                    return
+                keep = min(f, inputs.num_frames - clip * f)
+                last = clip == inputs.num_clips - 1
+                video = None
+                if decode:
+                    video = self.decode_latents(latents, decode_chunk_size)  # (1, 3, F, S, S)
+                elif not last and n > 0:
+                    video = self.decode_latents(latents[:, :, -n:], decode_chunk_size)  # only the motion frames
+                if not last and n > 0:
+                    recent = video if history is None else torch.cat([history, video], dim=2)
+                    history = recent[:, :, -n:]
+                    if history.shape[2] == n:
+                        motion = history[0].permute(1, 0, 2, 3)  # (N, 3, S, S)
+                        motion_latents = self.encode_frames(motion)  # (N, 4, h, w)
+                yield latents[:, :, :keep], (video[:, :, :keep] if decode else None)
+
+    # ------------------------------------------------------------------ public API
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image,
+        audio,
+        num_inference_steps: int = 40,
+        guidance_scale_ref: float = 2.0,
+        guidance_scale_audio: float = 3.0,
+        speed: float | None = None,
+        generator: torch.Generator | None = None,
+        eta: float = 0.0,
+        face_mask=None,
+        face_box=None,
+        output_type: str = "np",
+        return_dict: bool = True,
+        decode_chunk_size: int = 16,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+    ) -> EMOPipelineOutput | tuple:
+        r"""Generate the video for one portrait and one audio, as long as the audio (25 fps).
+
+        Args:
+            image: the reference portrait: a path, PIL image or (H, W[, C]) array, any mode.
+            audio: the driving audio: a path (any format PyAV reads) or a (S,) 16 kHz array.
+            num_inference_steps: denoising steps per clip (paper: DDIM, 40).
+            guidance_scale_ref: classifier-free guidance scale of the reference image (1 = off).
+            guidance_scale_audio: classifier-free guidance scale of the audio (1 = off).
+            speed: constant target head rotation speed in degrees/frame for every frame (paper 4.1);
+                None uses the speed encoder's `default_speed` when it has one, else skips the speed layers.
+            generator: torch generator for reproducible noise.
+            eta: DDIM's eta (0 = deterministic DDIM).
+            face_mask: (S, S) face-region mask; with it `image` counts as already framed (no detection).
+            face_box: face box in the image's pixels; skips face detection.
+            output_type: "np", "pil", "pt" or "latent" (see `EMOPipelineOutput`).
+            return_dict: return an `EMOPipelineOutput` (else a tuple `(frames,)`).
+            decode_chunk_size: frames the VAE decodes at once.
+            callback_on_step_end: `fn(pipe, step, timestep, callback_kwargs) -> dict`, called after
+                every denoising step of every clip (`pipe.clip_index` tells the clip).
+            callback_on_step_end_tensor_inputs: tensors passed in `callback_kwargs` ("latents").
+
+        Returns:
+            `EMOPipelineOutput` with `frames`, or `(frames,)` when `return_dict` is False.
+        """
+        # 1. Check inputs
+        self.check_inputs(num_inference_steps, guidance_scale_ref, guidance_scale_audio, output_type,
+                          decode_chunk_size, callback_on_step_end_tensor_inputs)
+
+        # 2-5. Prepare the reference (framing, mask), audio tokens, speed, once per video
+        inputs = self.prepare_inputs(image, audio, speed=self._resolve_speed(speed), face_mask=face_mask, face_box=face_box)
+
+        # 6-8. Clip loop: ReferenceNet once per clip, batched CFG denoising, chunked decoding
+        decode = output_type != "latent"
+        chunks = []
+        for latents, video in self._iter_clips(inputs, num_inference_steps, guidance_scale_ref, guidance_scale_audio,
+                                               generator, eta, decode, decode_chunk_size, callback_on_step_end,
+                                               list(callback_on_step_end_tensor_inputs)):
+            chunks.append(latents if not decode else (video.cpu() + 1.0) / 2.0)  # video in [0, 1]
+
+        # 9. Post-process
+        frames = torch.cat(chunks, dim=2) if chunks else None  # (1, C, T, H, W)
+        if frames is not None and output_type != "latent":
+            frames = frames.permute(0, 2, 1, 3, 4)  # (1, T, 3, S, S)
+            if output_type == "np":
+                frames = frames.permute(0, 1, 3, 4, 2).numpy()
+            elif output_type == "pil":
+                frames = [[PIL.Image.fromarray(f) for f in to_uint8(frames[0])]]
+
+        # 10. Offload all models
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (frames,)
+        return EMOPipelineOutput(frames=frames)
+
+    @torch.no_grad()
+    def iter_frames(
+        self,
+        image,
+        audio,
+        num_inference_steps: int = 40,
+        guidance_scale_ref: float = 2.0,
+        guidance_scale_audio: float = 3.0,
+        speed: float | None = None,
+        generator: torch.Generator | None = None,
+        eta: float = 0.0,
+        face_mask=None,
+        face_box=None,
+        decode_chunk_size: int = 16,
+        callback_on_step_end: Callable | None = None,
+    ) -> Iterator[np.ndarray]:
+        """Stream the video as (S, S, 3) uint8 RGB frames, clip by clip (memory bounded by one clip).
+
+        Same arguments and the same frames as `__call__` (output_type "np", as uint8); use it to
+        write long videos, e.g. into `emoportrait.data.media.VideoWriter`.
+        """
+        self.check_inputs(num_inference_steps, guidance_scale_ref, guidance_scale_audio, "np", decode_chunk_size, [])
+        inputs = self.prepare_inputs(image, audio, speed=self._resolve_speed(speed), face_mask=face_mask, face_box=face_box)
+        for _, video in self._iter_clips(inputs, num_inference_steps, guidance_scale_ref, guidance_scale_audio,
+                                         generator, eta, True, decode_chunk_size, callback_on_step_end, ["latents"]):
+            yield from to_uint8(((video.cpu() + 1.0) / 2.0)[0].permute(1, 0, 2, 3))
+        self.maybe_free_model_hooks()
+
+    def _resolve_speed(self, speed: float | None) -> float | None:
+        if speed is not None:
+            if not math.isfinite(float(speed)):
+                raise EMOError(f"speed must be a finite number of degrees per frame, got {speed!r}")
+            return float(speed)
+        default = getattr(getattr(self.speed_encoder, "config", None), "default_speed", None)
+        return None if default is None else float(default)
+
+
+def to_uint8(frames: torch.Tensor) -> list[np.ndarray]:
+    """(T, 3, H, W) float in [0, 1] -> T arrays (H, W, 3) uint8."""
+    arr = (frames.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return list(arr)
