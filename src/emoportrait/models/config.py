@@ -1,0 +1,86 @@
+"""Model sizes (DESIGN.md section 6): one dataclass, two YAML files, nothing branches on the size.
+
+`configs/full.yaml` has SD1.5's dimensions (512 px, F=12, N=4, m=2, wav2vec2-base); `configs/tiny.yaml`
+the same classes with small widths (128 px, log-mel audio) for CPU training, tests and the
+embedded default model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from emoportrait.config import load_config
+from emoportrait.errors import EMOError
+
+
+@dataclass
+class UNetSizeConfig:
+    """Spatial UNet dimensions shared by the backbone and ReferenceNet (SD1.5 by default)."""
+
+    block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280)
+    down_block_types: tuple[str, ...] = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                                         "CrossAttnDownBlock2D", "DownBlock2D")
+    up_block_types: tuple[str, ...] = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D",
+                                       "CrossAttnUpBlock2D")
+    layers_per_block: int = 2
+    norm_num_groups: int = 32
+    num_attention_heads: int = 8
+    use_linear_projection: bool = False
+
+
+@dataclass
+class VAESizeConfig:
+    """AutoencoderKL dimensions (SD1.5's; the tiny size trains a small one on the synthetic world)."""
+
+    block_out_channels: tuple[int, ...] = (128, 256, 512, 512)
+    layers_per_block: int = 2
+    norm_num_groups: int = 32
+    latent_channels: int = 4
+    scaling_factor: float = 0.18215
+
+
+@dataclass
+class ModelConfig:
+    """Everything that fixes the shapes of an EMO model."""
+
+    name: str = "full"
+    resolution: int = 512  # frame size in pixels (square)
+    num_frames: int = 12  # F
+    num_motion_frames: int = 4  # N
+    window: int = 2  # m, audio and speed window half-width
+    reference_mode: str = "cross"  # "cross" (paper) | "concat" (AnimateAnyone/Hallo/EchoMimic)
+    unet: UNetSizeConfig = field(default_factory=UNetSizeConfig)
+    motion_num_attention_heads: int = 8
+    motion_max_seq_length: int = 32
+    use_motion_mid_block: bool = True
+    audio_encoder: str = "wav2vec2"  # "wav2vec2" | "logmel"
+    wav2vec2_layers: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
+    n_mels: int = 40
+    audio_dim: int = 768  # Ca, width of audio tokens
+    audio_hidden_dim: int = 768
+    speed_dim: int = 320  # Cs, width of speed embeddings
+    speed_hidden_dim: int = 256
+    speed_centers: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
+    speed_radii: tuple[float, ...] = (0.25, 0.25, 0.25, 0.25, 0.375, 0.5, 0.75, 1.0, 1.0)
+    face_locator_channels: tuple[int, ...] = (16, 32, 96, 256)
+    vae: VAESizeConfig = field(default_factory=VAESizeConfig)
+
+    @property
+    def latent_size(self) -> int:
+        return self.resolution // 2 ** (len(self.vae.block_out_channels) - 1)
+
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def load_model_config(name_or_path: str | Path, overrides=()) -> ModelConfig:
+    """Load a model size by name (`tiny`, `full`: the packaged YAML files) or from a YAML path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        packaged = CONFIG_DIR / f"{name_or_path}.yaml"
+        if not packaged.is_file():
+            known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+            raise EMOError(f"unknown model config {name_or_path!r}; use one of {known} or a YAML path")
+        path = packaged
+    return load_config(ModelConfig, path, overrides)
