@@ -30,6 +30,7 @@ from emoportrait.pipelines.preprocessing import load_audio, load_image, num_vide
 
 OUTPUT_TYPES = ("np", "pil", "pt", "latent")
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640 audio samples per video frame
+DEFAULT_SPEED = 0.5  # degrees/frame (12.5 deg/s): calm talking-head motion, inside the speed buckets' range
 
 
 @dataclass
@@ -379,7 +380,7 @@ class EMOPipeline(DiffusionPipeline):
         num_inference_steps: int = 40,
         guidance_scale_ref: float = 2.0,
         guidance_scale_audio: float = 3.0,
-        speed: float | None = None,
+        speed: float | None = DEFAULT_SPEED,
         generator: torch.Generator | None = None,
         eta: float = 0.0,
         face_mask=None,
@@ -399,7 +400,7 @@ class EMOPipeline(DiffusionPipeline):
             guidance_scale_ref: classifier-free guidance scale of the reference image (1 = off).
             guidance_scale_audio: classifier-free guidance scale of the audio (1 = off).
             speed: constant target head rotation speed in degrees/frame for every frame (paper 4.1);
-                None uses the speed encoder's `default_speed` when it has one, else skips the speed layers.
+                None skips the speed layers (as a model trained without stage 3 would).
             generator: torch generator for reproducible noise.
             eta: DDIM's eta (0 = deterministic DDIM).
             face_mask: (S, S) face-region mask; with it `image` counts as already framed (no detection).
@@ -452,7 +453,7 @@ class EMOPipeline(DiffusionPipeline):
         num_inference_steps: int = 40,
         guidance_scale_ref: float = 2.0,
         guidance_scale_audio: float = 3.0,
-        speed: float | None = None,
+        speed: float | None = DEFAULT_SPEED,
         generator: torch.Generator | None = None,
         eta: float = 0.0,
         face_mask=None,
@@ -472,13 +473,11 @@ class EMOPipeline(DiffusionPipeline):
             yield from to_uint8(((video.cpu() + 1.0) / 2.0)[0].permute(1, 0, 2, 3))
         self.maybe_free_model_hooks()
 
-    def _resolve_speed(self, speed: float | None) -> float | None:
-        if speed is not None:
-            if not math.isfinite(float(speed)):
-                raise EMOError(f"speed must be a finite number of degrees per frame, got {speed!r}")
-            return float(speed)
-        default = getattr(getattr(self.speed_encoder, "config", None), "default_speed", None)
-        return None if default is None else float(default)
+    @staticmethod
+    def _resolve_speed(speed: float | None) -> float | None:
+        if speed is not None and not math.isfinite(float(speed)):
+            raise EMOError(f"speed must be a finite number of degrees per frame, got {speed!r}")
+        return None if speed is None else float(speed)
 
 
 def to_uint8(frames: torch.Tensor) -> list[np.ndarray]:

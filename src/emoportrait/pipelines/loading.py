@@ -1,0 +1,111 @@
+"""Find and load a model folder for generation: local path, Hugging Face Hub id, or the packaged default."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from emoportrait.errors import EMOError
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "default_model"
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """"auto" -> cuda if available, else mps, else cpu; anything else is checked and returned."""
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise EMOError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise EMOError(f"device {device!r} requested but no CUDA GPU is available; use --device cpu")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise EMOError(f"device {device!r} requested but MPS is not available; use --device cpu")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str):
+    """"auto" -> float16 on GPUs (bfloat16 where supported), float32 on CPU."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise EMOError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float16 if device.startswith("mps") else torch.float32
+    return getattr(torch, dtype)
+
+
+def resolve_model(model: str | os.PathLike | None) -> str:
+    """The model location to load: `model` itself, or the packaged default when it is None.
+
+    Raises `EMOError` when no model is given and no default model is installed (never random weights).
+    """
+    if model is None:
+        if (DEFAULT_MODEL_DIR / "model_index.json").is_file():
+            return str(DEFAULT_MODEL_DIR)
+        raise EMOError(
+            "no default model is installed (src/emoportrait/assets/default_model is missing); "
+            "pass --model DIR with a trained model folder (emoportrait train) or a Hugging Face Hub id"
+        )
+    path = Path(model)
+    if path.exists():
+        if not path.is_dir() or not (path / "model_index.json").is_file():
+            raise EMOError(f"{path}: not a model folder (no model_index.json); pass a folder written by emoportrait init/train")
+        return str(path)
+    text = str(model)
+    if text.count("/") != 1 or text.startswith((".", "/", "~")):
+        raise EMOError(f"{model}: model folder not found (and it is not a Hugging Face Hub id like owner/name)")
+    return text
+
+
+def load_pipeline(model: str | os.PathLike | None = None, device: str = "auto", dtype: str = "auto"):
+    """Load an `EMOPipeline` on `device` in `dtype` (the audio encoder stays float32).
+
+    Args:
+        model: local model folder, Hub id (owner/name), or None for the packaged default.
+        device: "auto", "cpu", "cuda", "cuda:N" or "mps".
+        dtype: "auto", "float32", "float16" or "bfloat16".
+    """
+    import torch
+
+    from emoportrait.pipelines.pipeline_emo import EMOPipeline
+
+    location = resolve_model(model)
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    is_local = Path(location).exists()
+    from diffusers.utils import logging as diffusers_logging
+
+    bar = diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()  # no "Loading pipeline components" bar
+    try:
+        pipe = EMOPipeline.from_pretrained(location, torch_dtype=torch_dtype)
+    except EMOError:
+        raise
+    except Exception as e:  # hub/network errors, missing parts, corrupt weights: all library-specific
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        if not is_local:
+            raise EMOError(
+                f"could not load model {location!r} from the Hugging Face Hub (offline, not found or not an EMO "
+                f"model: {first}); pass a local model folder with --model DIR"
+            ) from None
+        raise EMOError(f"{location}: model folder could not be loaded ({type(e).__name__}: {first})") from None
+    finally:
+        if bar:
+            diffusers_logging.enable_progress_bar()
+    if not isinstance(pipe, EMOPipeline):
+        raise EMOError(f"{location}: is a {type(pipe).__name__} folder, not an EMO model")
+    pipe.to(device)
+    # The audio front-ends (STFT, wav2vec2 feature extractor) are kept in float32 for accuracy.
+    pipe.audio_encoder.to(dtype=torch.float32)
+    return pipe
