@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import os
 import signal
@@ -27,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="print library logs and warnings")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="{" + ",".join(VERBS) + "}")
     for verb in VERBS:
+        if importlib.util.find_spec(f"emoportrait.cli.{verb}") is None:
+            continue  # a verb whose module is not installed (partial checkouts during development)
         importlib.import_module(f"emoportrait.cli.{verb}").add_parser(sub)
     return parser
 
@@ -37,7 +40,14 @@ def _raise_keyboard_interrupt(signum, frame):  # noqa: ARG001
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Verbs that take config overrides (`--key=value`, DESIGN's run-settings convention) declare
+    # `set_defaults(accepts_overrides=True)`; those unknown options are handed to them as
+    # `args.overrides`, anything else is a usage error.
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        if not getattr(args, "accepts_overrides", False) or any(not u.startswith("--") or "=" not in u for u in unknown):
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        args.overrides = list(getattr(args, "overrides", None) or []) + unknown
     if not args.verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         logging.getLogger().setLevel(logging.ERROR)
