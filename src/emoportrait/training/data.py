@@ -123,12 +123,15 @@ class BatchStream:
 
     def _start_epoch(self) -> None:
         epoch, skip = self.state.epoch, self.state.batch_in_epoch
+        loader = self.accelerator.skip_first_batches(self.dataloader, skip) if skip else self.dataloader
+        # accelerate's loaders re-apply their own epoch counter when iterated: set it too.
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
         dataset = getattr(self.dataloader, "dataset", None)
         if hasattr(dataset, "set_epoch"):  # SeededDataset forwards it to the stage dataset
             dataset.set_epoch(epoch)
-        loader = self.accelerator.skip_first_batches(self.dataloader, skip) if skip else self.dataloader
         self._it = iter(loader)
 
     def __iter__(self) -> BatchStream:

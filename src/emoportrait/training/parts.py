@@ -52,11 +52,11 @@ def check_init(model_dir: str | Path, stage: str, force: bool = False) -> dict[s
 
 
 def load_pipeline(model_dir: str | Path):
-    """`EMOPipeline.from_pretrained(model_dir)` in float32, with a one-line error for a broken folder."""
+    """`EMOPipeline.from_pretrained(model_dir)` (float32 weights), with a one-line error for a broken folder."""
     from emoportrait.pipelines import EMOPipeline
 
     try:
-        return EMOPipeline.from_pretrained(str(model_dir), torch_dtype=torch.float32)
+        return EMOPipeline.from_pretrained(str(model_dir))
     except EMOError:
         raise
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:

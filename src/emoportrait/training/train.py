@@ -77,7 +77,9 @@ def train(cfg: TrainConfig, init: str | Path, output_dir: str | Path, resume: st
         noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)  # SD's training schedule
         module = EMOTrainingModule(pipe.unet, pipe.reference_unet, pipe.face_locator, pipe.audio_proj, pipe.speed_encoder,
                                    noise_scheduler, cfg.stage, cfg.dropout.reference, cfg.dropout.audio, cfg.dropout.motion)
-        pipe.vae.requires_grad_(False).eval().to(accelerator.device, weight_dtype)
+        pipe.vae.requires_grad_(False).eval().to(accelerator.device)
+        if weight_dtype != torch.float32:  # the frozen VAE runs in the mixed-precision dtype
+            pipe.vae.to(dtype=weight_dtype)
         pipe.audio_encoder.requires_grad_(False).eval().to(accelerator.device)
     params = set_trainable(module, cfg.trainable_groups())
     if cfg.gradient_checkpointing:
