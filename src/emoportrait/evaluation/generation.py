@@ -1,0 +1,55 @@
+"""Generate one video per set clip through `emoportrait.EMOPipeline` (for `evaluate --model`).
+
+Protocol: reference image = frame 0 of the ground-truth clip, driving audio = the clip's audio,
+requested head speed = the clip's sidecar speed when it has one (synthetic world) else the
+model's default; one mp4 per clip, same file name, audio muxed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from emoportrait.errors import EMOError
+from emoportrait.evaluation.dataset import EvalClip
+
+
+def generate_for_set(model: str, clips: list[EvalClip], out_dir: Path, num_inference_steps: int = 40,
+                     seed: int = 0, device: str = "auto", max_frames: int | None = None,
+                     log: Callable[[str], None] = lambda m: None) -> int:
+    """Write `out_dir/<clip>.mp4` for every clip; returns the model's frames per clip (F)."""
+    try:
+        from emoportrait.pipelines.loading import load_pipeline
+    except ImportError as e:
+        raise EMOError(f"--model needs emoportrait.EMOPipeline, which is not available here ({e}); use --videos") from None
+    import torch
+
+    from emoportrait.data.faces import FaceDetector
+    from emoportrait.data.media import FPS, SAMPLE_RATE, VideoWriter, read_audio, read_video
+
+    pipe = load_pipeline(model, device=device)
+    pipe.set_progress_bar_config(disable=True)
+    with FaceDetector() as detector:
+        for i, clip in enumerate(clips):
+            try:
+                reference = read_video(clip.video, max_frames=1)[0]
+                audio = read_audio(clip.video)
+            except EMOError as e:
+                log(f"{clip.name}: not generated: {e}")
+                continue
+            if max_frames is not None:
+                audio = audio[: int(max_frames * SAMPLE_RATE / FPS)]
+            box = detector.detect(reference)
+            if box is None:
+                log(f"{clip.name}: not generated: no face in its first frame")
+                continue
+            kwargs = {}
+            if clip.truth is not None and clip.truth.speed is not None:
+                kwargs["speed"] = clip.truth.speed
+            log(f"[{i + 1}/{len(clips)}] generating {clip.name}")
+            generator = torch.Generator(device="cpu").manual_seed(seed)
+            with VideoWriter(out_dir / f"{clip.name}.mp4", fps=FPS, audio=audio, sample_rate=SAMPLE_RATE) as writer:
+                for frame in pipe.iter_frames(reference, audio, num_inference_steps=num_inference_steps,
+                                              generator=generator, face_box=box, **kwargs):
+                    writer.write(frame)
+    return int(pipe.num_frames)

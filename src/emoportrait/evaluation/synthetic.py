@@ -1,0 +1,133 @@
+"""Synthetic-world metrics, measured against the world's per-frame ground truth (DESIGN.md 5).
+
+- lip-sync r: Pearson correlation between the mouth opening measured in generated frames (by
+  the mouth regressor, `mouth_regressor.py`) and the ground-truth mouth opening of the driving
+  audio's clip (sidecar), per video, averaged over videos.
+- identity similarity: cosine similarity of dlib face descriptors of generated frames and the
+  reference, *centred* on the synthetic world's mean descriptor (dlib's descriptor is trained on
+  real faces and places all rendered faces close together: raw cosine is ~0.97 for the same
+  rendered identity and ~0.94 for different ones; centred, ~0.55 vs ~0.0).
+- head-speed adherence: |mean measured head speed of the generated video - the requested speed|
+  in degrees/frame, the speed measured with the same face tool on both sides.
+- temporal jitter: RMS of the second temporal difference of the (grey, 64 px) frames, i.e. the
+  frame-to-frame high-frequency energy, generated / ground truth (1 = as smooth as real motion).
+- clip-boundary seams: mean absolute frame difference across clip boundaries (every
+  `clip_frames` frames) / the mean across the other successive frames (1 = invisible seams).
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+MIN_FRAMES = 10
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Pearson r over frames where both are finite; None when undefined (few or constant frames)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    n = min(len(a), len(b))
+    a, b = a[:n], b[:n]
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < MIN_FRAMES or np.std(a[ok]) < 1e-9 or np.std(b[ok]) < 1e-9:
+        return None
+    return float(np.corrcoef(a[ok], b[ok])[0, 1])
+
+
+def lipsync_r(measured_mouth: np.ndarray, gt_mouth: np.ndarray) -> float | None:
+    """Correlation of measured mouth opening (T,) with the ground truth of the driving audio (T,)."""
+    return pearson(measured_mouth, gt_mouth)
+
+
+# ---------------------------------------------------------------- identity
+
+
+def identity_center_path() -> Path:
+    return Path(str(resources.files("emoportrait") / "assets" / "synth_identity_center.safetensors"))
+
+
+def load_identity_center(path: str | os.PathLike | None = None) -> np.ndarray | None:
+    """(128,) mean dlib descriptor of the synthetic world, or None when the file is absent."""
+    from safetensors.numpy import load_file
+
+    path = Path(path) if path else identity_center_path()
+    return load_file(str(path))["center"].astype(np.float64) if path.is_file() else None
+
+
+def write_identity_center(path: str | os.PathLike, n_identities: int = 64) -> np.ndarray:
+    """Mean descriptor over renders of training-namespace identities; saved as safetensors."""
+    from safetensors.numpy import save_file
+
+    from emoportrait.atomic import atomic_path
+    from emoportrait.data.faces import FaceDetector
+    from emoportrait.data.synth.identity import make_identity
+    from emoportrait.data.synth.render import FrameState, Renderer
+    from emoportrait.evaluation.fsim import FaceEmbedder
+    from emoportrait.evaluation.mouth_regressor import TRAIN_SEED
+
+    rng = np.random.default_rng(0)
+    emb, descs = FaceEmbedder(), []
+    with FaceDetector() as det:
+        for i in range(n_identities):
+            r = Renderer(make_identity(TRAIN_SEED, i), size=128)
+            for _ in range(2):
+                frame, _ = r.render(FrameState(yaw=rng.uniform(-20, 20), pitch=rng.uniform(-8, 8),
+                                               mouth_open=rng.uniform(0, 0.8)))
+                box = det.detect(frame)
+                if box is not None:
+                    descs.append(emb.embed(frame, box))
+    center = np.mean(descs, 0).astype(np.float32)
+    with atomic_path(path) as tmp:
+        save_file({"center": center}, str(tmp), metadata={"faces": str(len(descs))})
+    return center.astype(np.float64)
+
+
+def identity_similarity(embedder, frames: np.ndarray, boxes: np.ndarray, reference: np.ndarray,
+                        reference_box: np.ndarray, center: np.ndarray, every: int = 5) -> float | None:
+    """Mean centred cosine similarity of sampled frames' faces to the reference face (None: no face)."""
+    from emoportrait.evaluation.fsim import cosine
+
+    ref = embedder.embed(reference, reference_box) - center
+    sims = [cosine(embedder.embed(frames[t], boxes[t]) - center, ref)
+            for t in range(0, len(frames), every) if np.isfinite(boxes[t]).all()]
+    return float(np.mean(sims)) if sims else None
+
+
+# ---------------------------------------------------------------- motion
+
+
+def speed_error(measured_speed: np.ndarray, target_speed: float) -> float | None:
+    """|mean measured head speed - target| in degrees/frame (None without a measurement)."""
+    s = np.asarray(measured_speed, np.float64)
+    s = s[np.isfinite(s)]
+    return float(abs(s.mean() - target_speed)) if len(s) >= 2 else None
+
+
+def _grey_small(frames: np.ndarray, side: int = 64) -> np.ndarray:
+    import cv2
+
+    return np.stack([cv2.resize(cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY), (side, side),
+                                interpolation=cv2.INTER_AREA) for f in frames]).astype(np.float64) / 255.0
+
+
+def temporal_hf_energy(frames: np.ndarray) -> float | None:
+    """RMS of x[t+1] - 2 x[t] + x[t-1] over (T, H, W, 3) frames (grey, 64x64); None below 3 frames."""
+    if len(frames) < 3:
+        return None
+    g = _grey_small(frames)
+    return float(np.sqrt(np.mean((g[2:] - 2 * g[1:-1] + g[:-2]) ** 2)))
+
+
+def seam_ratio(frames: np.ndarray, clip_frames: int) -> float | None:
+    """Mean |x[t] - x[t-1]| at clip boundaries (t = k * clip_frames) / the mean elsewhere."""
+    if clip_frames < 2 or len(frames) <= clip_frames + 1:
+        return None
+    g = _grey_small(frames)
+    d = np.abs(g[1:] - g[:-1]).mean(axis=(1, 2))  # d[t-1] = change into frame t
+    t = np.arange(1, len(g))
+    boundary = (t % clip_frames) == 0
+    inside = d[~boundary].mean()
+    return float(d[boundary].mean() / inside) if inside > 1e-12 else None
