@@ -33,6 +33,13 @@ def assemble(cfg: ModelConfig, sd15: str | Path | None = None, wav2vec2: str | P
     if sd15 is not None:
         sd = sd15_unet(sd15)
         cfg = dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, **unet_size_from_sd15(sd[0])))
+        vae_config = Path(sd15) / "vae" / "config.json"
+        if vae_config.is_file():
+            v = json.loads(vae_config.read_text())
+            cfg = dataclasses.replace(cfg, vae=dataclasses.replace(
+                cfg.vae, **{k: (tuple(v[k]) if isinstance(v[k], list) else v[k]) for k in
+                            ("block_out_channels", "layers_per_block", "norm_num_groups", "latent_channels",
+                             "scaling_factor") if k in v}))
     motion = None
     if motion_adapter is not None:
         motion = read_motion_modules(motion_adapter)
@@ -60,7 +67,7 @@ def assemble(cfg: ModelConfig, sd15: str | Path | None = None, wav2vec2: str | P
         reports.append(load_spatial_weights(components["unet"], state, weights, "unet"))
         reports.append(load_spatial_weights(components["reference_unet"], state, weights, "reference_unet"))
         sd_dir = Path(sd15)
-        if (sd_dir / "vae" / "config.json").is_file():
+        if (sd_dir / "vae" / "config.json").is_file():  # the config records the loaded VAE's size
             components["vae"], vae_report = _load_vae(sd_dir / "vae")
             reports.append(vae_report)
         if (sd_dir / "scheduler" / "scheduler_config.json").is_file():

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 from diffusers.configuration_utils import register_to_config
-from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (diffusers looks it up here when loading)
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
 from emoportrait.models.attention import (
     CaptureSelfAttnProcessor,

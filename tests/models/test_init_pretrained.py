@@ -1,0 +1,159 @@
+"""`emoportrait init` on checkpoints in the real layouts: every key lands where documented."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from emoportrait.cli import main
+
+
+def _state(folder, sub):
+    return load_file(str(folder / sub / "diffusion_pytorch_model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def assembled(pretrained_parts, tmp_path_factory):
+    out = tmp_path_factory.mktemp("init") / "model"
+    p = pretrained_parts
+    rc = main(["init", "--config", str(p["config"]), "--sd15", str(p["sd15"]), "--wav2vec2", str(p["wav2vec2"]),
+               "--motion-adapter", str(p["adapter"]), "--out", str(out)])
+    assert rc == 0
+    return out
+
+
+def test_init_writes_the_documented_layout(assembled):
+    names = {p.name for p in assembled.iterdir()}
+    assert {"model_index.json", "unet", "reference_unet", "face_locator", "audio_encoder", "audio_proj",
+            "speed_encoder", "vae", "scheduler"} <= names
+    for sub in ("unet", "reference_unet", "face_locator", "audio_proj", "speed_encoder", "vae", "audio_encoder"):
+        assert (assembled / sub / "diffusion_pytorch_model.safetensors").is_file(), sub
+    assert not [p for p in assembled.parent.iterdir() if p.name.startswith(".")], "temporary folder left behind"
+
+
+def test_every_sd_key_lands_under_its_own_name(assembled, pretrained_parts):
+    source = _state(pretrained_parts["sd15"], "unet")
+    report = {r["component"]: r for r in json.loads((assembled / "init_report.json").read_text())}
+    for component in ("unet", "reference_unet"):
+        target = _state(assembled, component)
+        skipped = set(report[component]["skipped"])
+        # Only the text projections of attn2 are skipped, and they are reported by name.
+        assert skipped == {k for k in source if k.endswith(("attn2.to_k.weight", "attn2.to_v.weight"))}
+        assert skipped, "cross mode must replace attn2 K/V"
+        for key, value in source.items():
+            if key in skipped:
+                attn1 = key.replace(".attn2.", ".attn1.")
+                assert torch.equal(target[key], source[attn1]), f"{component}: {key} not initialised from attn1"
+            else:
+                assert torch.equal(target[key], value), f"{component}: {key} differs from SD1.5"
+
+
+def test_motion_module_tensors_land_in_temporal_modules(assembled, pretrained_parts):
+    source = _state(pretrained_parts["adapter"], "")
+    target = _state(assembled, "unet")
+    assert source and all(torch.equal(target[k], v) for k, v in source.items())
+
+
+def test_single_file_ckpt_loads_like_the_folder(pretrained_parts, tmp_path):
+    p = pretrained_parts
+    out = tmp_path / "from_ckpt"
+    rc = main(["init", "--config", str(p["config"]), "--sd15", str(p["sd15"]), "--motion-adapter", str(p["ckpt"]),
+               "--out", str(out), "--audio_encoder=logmel"])
+    assert rc == 0
+    source = _state(p["adapter"], "")
+    target = _state(out, "unet")
+    for key, value in source.items():
+        assert torch.equal(target[key], value), key
+
+
+def test_wav2vec2_and_vae_load_unchanged(assembled, pretrained_parts):
+    from transformers import Wav2Vec2Model
+
+    ref = Wav2Vec2Model.from_pretrained(str(pretrained_parts["wav2vec2"])).state_dict()
+    enc = _state(assembled, "audio_encoder")
+    assert all(torch.equal(enc[f"wav2vec2.{k}"], v) for k, v in ref.items())
+    report = {r["component"]: r for r in json.loads((assembled / "init_report.json").read_text())}
+    assert any("lm_head" in k for k in report["audio_encoder"]["skipped"])  # the CTC head is reported
+    vae_src, vae = _state(pretrained_parts["sd15"], "vae"), _state(assembled, "vae")
+    assert vae_src.keys() == vae.keys() and all(torch.equal(vae[k], v) for k, v in vae_src.items())
+
+
+def test_assembled_model_loads_and_runs(assembled):
+    from emoportrait import EMOPipeline
+
+    pipe = EMOPipeline.from_pretrained(str(assembled))
+    assert type(pipe.scheduler).__name__ == "DDIMScheduler"
+    latents = torch.randn(1, 4, 8, 8)
+    feats = pipe.reference_unet(latents)
+    assert feats and all(v.shape[0] == 1 for v in feats.values())
+    audio = pipe.audio_proj(pipe.audio_encoder(torch.randn(1, 16000), 25))
+    assert audio.shape[:3] == (1, 25, 3)
+    out = pipe.unet(torch.randn(1, 4, 4, 8, 8), 10, reference_features=feats, audio_embeds=audio[:, :4]).sample
+    assert out.shape == (1, 4, 4, 8, 8) and torch.isfinite(out).all()
+
+
+# ------------------------------------------------------------------------------------------ bad input
+def _init_fails(capsys, args, out):
+    rc = main(["init", *args, "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0
+    assert len(err.splitlines()) == 1 and err.startswith("emoportrait init: error:"), err
+    assert not out.exists(), "a partial model folder was left behind"
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "temporary folder left behind"
+    return err
+
+
+def test_missing_folder(capsys, tmp_path, pretrained_parts):
+    err = _init_fails(capsys, ["--config", str(pretrained_parts["config"]), "--sd15", str(tmp_path / "nope")],
+                      tmp_path / "m")
+    assert "nope" in err and "not found" in err
+
+
+def test_wrong_layout(capsys, tmp_path, pretrained_parts):
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "config.json").write_text("{}")
+    err = _init_fails(capsys, ["--config", str(pretrained_parts["config"]), "--sd15", str(tmp_path / "flat")],
+                      tmp_path / "m")
+    assert "unet/config.json" in err
+
+
+def test_wrong_shape_checkpoint(capsys, tmp_path, pretrained_parts):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    sd = tmp_path / "sd_bad"
+    shutil.copytree(pretrained_parts["sd15"], sd)
+    weights = sd / "unet" / "diffusion_pytorch_model.safetensors"
+    state = load_file(str(weights))
+    state["conv_in.weight"] = torch.zeros(32, 4, 5, 5)
+    save_file(state, str(weights))
+    err = _init_fails(capsys, ["--config", str(pretrained_parts["config"]), "--sd15", str(sd)], tmp_path / "m")
+    assert "conv_in.weight" in err and "expected" in err and str(weights) in err
+
+
+def test_truncated_safetensors(capsys, tmp_path, pretrained_parts):
+    import shutil
+
+    adapter = tmp_path / "adapter_bad"
+    shutil.copytree(pretrained_parts["adapter"], adapter)
+    weights = adapter / "diffusion_pytorch_model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    err = _init_fails(capsys, ["--config", str(pretrained_parts["config"]), "--sd15", str(pretrained_parts["sd15"]),
+                               "--motion-adapter", str(adapter)], tmp_path / "m")
+    assert str(weights) in err and "safetensors" in err
+
+
+def test_motion_adapter_of_another_size(capsys, tmp_path, pretrained_parts):
+    from diffusers import MotionAdapter
+
+    other = tmp_path / "adapter_wide"
+    MotionAdapter(block_out_channels=(16, 32), motion_layers_per_block=1, motion_num_attention_heads=4,
+                  motion_norm_num_groups=8, motion_max_seq_length=16).save_pretrained(other)
+    err = _init_fails(capsys, ["--config", str(pretrained_parts["config"]), "--sd15", str(pretrained_parts["sd15"]),
+                               "--motion-adapter", str(other)], tmp_path / "m")
+    assert "shape" in err and "motion_modules" in err
