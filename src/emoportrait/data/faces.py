@@ -72,9 +72,10 @@ _GENERIC_FACE_3D: dict[str, tuple[float, float, float]] = {
 def _quiet_native_stderr() -> Iterator[None]:
     """Silence C++ log lines (TFLite/absl) written straight to file descriptor 2.
 
-    mediapipe prints "Created TensorFlow Lite XNNPACK delegate" and absl warnings when a graph
-    is built and first run; GLOG_minloglevel does not reach them. Used only around graph
-    construction and the first `process` call.
+    mediapipe prints "Created TensorFlow Lite XNNPACK delegate" and absl warnings (through C
+    stdio buffers, at unpredictable calls); GLOG_minloglevel does not reach them. Used around
+    every mediapipe call (a few microseconds); output of other threads of this process to
+    fd 2 during such a call is lost too.
     """
     try:
         saved = os.dup(2)
@@ -86,9 +87,44 @@ def _quiet_native_stderr() -> Iterator[None]:
         os.dup2(devnull, 2)
         yield
     finally:
+        _flush_c_stdio()  # absl buffers these lines in C stdio: flush them into /dev/null
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+_LIBC: list = []
+
+
+def _flush_c_stdio() -> None:
+    try:
+        if not _LIBC:
+            import ctypes
+
+            _LIBC.append(ctypes.CDLL(None))
+        _LIBC[0].fflush(None)
+    except (OSError, AttributeError):
+        pass
+
+
+def _warmup_image() -> np.ndarray:
+    """A drawn cartoon face (which BlazeFace and the face mesh detect), 256 x 256 RGB.
+
+    mediapipe starts each sub-graph's threads (which log) on its first use, and the landmark
+    sub-graph runs only on a face: one quiet call on this image at construction gets all of
+    that out of the way.
+    """
+    import cv2
+
+    img = np.full((256, 256, 3), (90, 120, 150), np.uint8)
+    cv2.ellipse(img, (128, 128), (56, 77), 0, 0, 360, (190, 160, 140), -1)
+    for s in (-1, 1):
+        cv2.ellipse(img, (128 + 20 * s, 113), (10, 5), 0, 0, 360, (255, 255, 255), -1)
+        cv2.circle(img, (128 + 20 * s, 113), 4, (40, 30, 20), -1)
+        cv2.line(img, (118 + 20 * s, 101), (138 + 20 * s, 100), (60, 40, 30), 3)
+    cv2.line(img, (128, 123), (128, 146), (150, 110, 100), 2)
+    cv2.ellipse(img, (128, 164), (18, 5), 0, 0, 360, (150, 60, 60), -1)
+    return img
 
 
 def _import_mediapipe():
@@ -158,7 +194,6 @@ class FaceDetector:
             raise EMOError(f"unknown mediapipe face model {model!r}; choose short, full or auto")
         self.backend, self.min_confidence, self.model = backend, float(min_confidence), model
         self._impl: list = []
-        self._warm = False
         if backend == "mediapipe":
             mp = _import_mediapipe()
             selections = {"short": [0], "full": [1], "auto": [0, 1]}[model]
@@ -167,6 +202,8 @@ class FaceDetector:
                     mp.solutions.face_detection.FaceDetection(model_selection=s, min_detection_confidence=self.min_confidence)
                     for s in selections
                 ]
+                for impl in self._impl:
+                    impl.process(_warmup_image())
         else:
             self._impl = [_import_dlib().get_frontal_face_detector()]
 
@@ -184,8 +221,7 @@ class FaceDetector:
         boxes: list[np.ndarray] = []
         for impl in self._impl:
             if self.backend == "mediapipe":
-                ctx = _quiet_native_stderr() if not self._warm else contextlib.nullcontext()
-                with ctx:
+                with _quiet_native_stderr():
                     result = impl.process(rgb)
                 for det in result.detections or []:
                     rb = det.location_data.relative_bounding_box
@@ -196,7 +232,6 @@ class FaceDetector:
                     boxes.append(np.array([r.left(), r.top(), r.right(), r.bottom()], dtype=np.float64))
             if boxes:
                 break
-        self._warm = True
         boxes = [np.clip(b, 0, [w, h, w, h]) for b in boxes]
         boxes = [b for b in boxes if b[2] > b[0] and b[3] > b[1]]
         if not boxes:
@@ -204,9 +239,10 @@ class FaceDetector:
         return max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1])).astype(np.float64)
 
     def close(self) -> None:
-        for impl in self._impl:
-            if hasattr(impl, "close"):
-                impl.close()
+        with _quiet_native_stderr():
+            for impl in self._impl:
+                if hasattr(impl, "close"):
+                    impl.close()
         self._impl = []
 
     def __enter__(self) -> FaceDetector:
@@ -227,11 +263,11 @@ class FaceLandmarker:
         _check_backend(backend)
         self.backend = backend
         self.scheme = "mediapipe468" if backend == "mediapipe" else "dlib68"
-        self._warm = False
         if backend == "mediapipe":
             mp = _import_mediapipe()
             with _quiet_native_stderr():
                 self._impl = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1)
+                self._impl.process(_warmup_image())
         else:
             dlib = _import_dlib()
             self._dlib = dlib
@@ -252,10 +288,8 @@ class FaceLandmarker:
         rgb = _check_image(rgb)
         h, w = rgb.shape[:2]
         if self.backend == "mediapipe":
-            ctx = _quiet_native_stderr() if not self._warm else contextlib.nullcontext()
-            with ctx:
+            with _quiet_native_stderr():
                 result = self._impl.process(rgb)
-            self._warm = True
             if not result.multi_face_landmarks:
                 return None
             lm = result.multi_face_landmarks[0].landmark
@@ -272,7 +306,8 @@ class FaceLandmarker:
 
     def close(self) -> None:
         if self.backend == "mediapipe" and self._impl is not None:
-            self._impl.close()
+            with _quiet_native_stderr():
+                self._impl.close()
         self._impl = None
 
     def __enter__(self) -> FaceLandmarker:
