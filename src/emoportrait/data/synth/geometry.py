@@ -28,24 +28,6 @@ def rotation_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
     return rz @ rx @ ry
 
 
-def rotation_speed(yaw: np.ndarray, pitch: np.ndarray, roll: np.ndarray) -> np.ndarray:
-    """Head rotation speed w_f: geodesic angle between the rotations of successive frames.
-
-    Args:
-        yaw, pitch, roll: (T,) angles in degrees.
-
-    Returns:
-        (T,) degrees per frame; frame 0 repeats frame 1's speed (paper 4.1's w_f labels).
-    """
-    mats = np.stack([rotation_matrix(*a) for a in zip(yaw, pitch, roll)])  # (T, 3, 3)
-    if len(mats) < 2:
-        return np.zeros(len(mats))
-    rel = np.einsum("tij,tkj->tik", mats[1:], mats[:-1])  # R_t R_{t-1}^T
-    cos = np.clip((np.trace(rel, axis1=1, axis2=2) - 1) / 2, -1.0, 1.0)
-    speed = np.rad2deg(np.arccos(cos))
-    return np.concatenate([speed[:1], speed])
-
-
 def fibonacci_sphere(n: int) -> np.ndarray:
     """(n, 3) nearly uniform unit vectors (deterministic)."""
     i = np.arange(n) + 0.5

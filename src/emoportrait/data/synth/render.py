@@ -21,7 +21,7 @@ SHIFT = 4  # sub-pixel bits for cv2 drawing
 _MOUTH_INSIDE = (45, 14, 18)
 _TEETH = (236, 232, 220)
 _SCLERA = (238, 236, 232)
-_SHADE_RES = 128  # the shading field is computed at most at this resolution, then resized
+_SHADE_RES = 64  # the (smooth) shading field is computed at this resolution, then resized
 
 
 @dataclass
@@ -361,7 +361,7 @@ class Renderer:
         """Multiply a Lambertian shading of the head ellipsoid into the frame (1 outside it)."""
         n = min(self.size, _SHADE_RES)
         if self._shade_grid is None or self._shade_grid[0] != n:
-            g = (np.arange(n) + 0.5) * (self.size / n)
+            g = ((np.arange(n) + 0.5) * (self.size / n)).astype(np.float32)
             self._shade_grid = (n, *np.meshgrid(g, g))
         _, gx, gy = self._shade_grid
         idn = self.ident
@@ -370,8 +370,10 @@ class Renderer:
         scale = pose.scale / self.ss
         center = pose.center / self.ss
         P0 = np.stack([(gx - center[0]) / scale, (gy - center[1]) / scale, np.zeros_like(gx)], -1)  # (n, n, 3)
-        q0 = (P0 - pose.offset) @ pose.R + pose.pivot  # R^T (p - offset) + pivot
-        d = pose.R[2]  # R^T e_z
+        R = pose.R.astype(np.float32)
+        q0 = (P0 - pose.offset.astype(np.float32)) @ R + pose.pivot.astype(np.float32)  # R^T (p - offset) + pivot
+        d = R[2]  # R^T e_z
+        axes = axes.astype(np.float32)
         A = np.sum((d / axes) ** 2)
         B = 2 * np.sum(q0 * d / axes**2, -1)
         C = np.sum((q0 / axes) ** 2, -1) - 1
@@ -379,9 +381,9 @@ class Renderer:
         inside = disc > 0
         t = (-B + np.sqrt(np.clip(disc, 0, None))) / (2 * A)
         q = q0 + t[..., None] * d
-        normal = (q / axes**2) @ pose.R.T
+        normal = (q / axes**2) @ R.T
         normal /= np.linalg.norm(normal, axis=-1, keepdims=True) + 1e-9
-        light = np.array(idn.light_dir)
+        light = np.array(idn.light_dir, np.float32)
         amb = idn.light_ambient
         lam = amb + (1 - amb) * np.clip(normal @ light, 0, None)
         lam /= amb + (1 - amb) * max(light[2], 1e-3)
