@@ -128,6 +128,9 @@ class StreamingClipDataset(IterableDataset):
         rank, world = self._position()
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        # The DataLoader asks worker 0 first; after `start_batch` batches the next batch belongs to
+        # logical worker start_batch % workers, so roles are rotated to keep the order on resume.
+        worker = (worker + self.start_batch) % workers
         stream, streams = rank * workers + worker, world * workers
         per_rank = len(self)
         quota = per_rank // workers + (1 if worker < per_rank % workers else 0)
