@@ -324,7 +324,8 @@ class EMOPipeline(DiffusionPipeline):
             noise_pred = combine_guidance(noise_pred, branches, guidance_scale_ref, guidance_scale_audio)
             latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
             if callback_on_step_end is not None:
-                callback_kwargs = {k: locals()[k] for k in callback_on_step_end_tensor_inputs}
+                step_tensors = {"latents": latents}
+                callback_kwargs = {k: step_tensors[k] for k in callback_on_step_end_tensor_inputs}
                 callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
                 latents = callback_outputs.pop("latents", latents)
             progress_bar.update()

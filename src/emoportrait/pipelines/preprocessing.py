@@ -109,8 +109,10 @@ def load_image(image: str | os.PathLike | Image.Image | np.ndarray) -> np.ndarra
     Returns:
         (H, W, 3) uint8 RGB.
     """
+    what = "reference image"
     if isinstance(image, (str, os.PathLike)):
         img = _open_image(Path(image))
+        what = f"{image}: image"
     elif isinstance(image, Image.Image):
         img = image
     elif isinstance(image, np.ndarray):
@@ -121,7 +123,7 @@ def load_image(image: str | os.PathLike | Image.Image | np.ndarray) -> np.ndarra
     img = _to_rgb(img)
     if min(img.size) < MIN_SIDE:
         w, h = img.size
-        raise EMOError(f"reference image is {w}x{h} px; use a portrait at least {MIN_SIDE}x{MIN_SIDE} px")
+        raise EMOError(f"{what} is {w}x{h} px; use a portrait at least {MIN_SIDE}x{MIN_SIDE} px")
     if max(img.size) > MAX_SIDE:
         img = img.copy()
         img.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
@@ -255,5 +257,5 @@ def load_audio(audio, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
 
 
 def num_video_frames(num_samples: int, sample_rate: int = SAMPLE_RATE, fps: int = FPS) -> int:
-    """Frames of the output video: round(duration x fps), at least 1 (very short audio)."""
-    return max(1, int(round(num_samples / sample_rate * fps)))
+    """Frames of the output video: duration x fps rounded half up, at least 1 (very short audio)."""
+    return max(1, int(np.floor(num_samples * fps / sample_rate + 0.5)))

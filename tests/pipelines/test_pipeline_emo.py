@@ -1,0 +1,197 @@
+"""EMOPipeline semantics on a tiny random model: length, determinism, audio drive, ReferenceNet once
+per clip, motion frames across clips, batched CFG branches, output types, save/load, schedulers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from emo_gen_helpers import speech_like
+
+from emoportrait.errors import EMOError
+from emoportrait.pipelines.pipeline_emo import EMOPipeline, combine_guidance, guidance_branches
+
+STEPS = 2
+
+
+def run(pipe, audio, mask, seed=0, **kwargs):
+    kwargs.setdefault("num_inference_steps", STEPS)
+    image = kwargs.pop("image", np.full((64, 64, 3), 150, np.uint8))
+    return pipe(image, audio, face_mask=mask, generator=torch.Generator().manual_seed(seed), **kwargs).frames
+
+
+class Spy:
+    """Forward hook that records each call's batch size, kwargs and the pipeline's clip index."""
+
+    def __init__(self, module, pipe, keep=False):
+        self.calls, self.pipe, self.keep = [], pipe, keep
+        self.handle = module.register_forward_pre_hook(self, with_kwargs=True)
+
+    def __call__(self, module, args, kwargs):
+        sample = args[0] if args else kwargs["sample"]
+        self.calls.append({"batch": sample.shape[0], "clip": self.pipe.clip_index,
+                           "kwargs": kwargs if self.keep else None})
+
+    def remove(self):
+        self.handle.remove()
+
+
+def test_length_and_output_types(tiny_pipe, face_mask64):
+    audio = speech_like(0.42)  # 10.5 frames -> 11 frames = clips of 4 + 4 + 3
+    frames = run(tiny_pipe, audio, face_mask64)
+    assert frames.shape == (1, 11, 64, 64, 3) and frames.dtype == np.float32
+    assert 0.0 <= frames.min() and frames.max() <= 1.0
+    assert tiny_pipe.num_clips == 3
+    pt = run(tiny_pipe, audio, face_mask64, output_type="pt")
+    assert pt.shape == (1, 11, 3, 64, 64)
+    np.testing.assert_allclose(pt.permute(0, 1, 3, 4, 2).numpy(), frames, atol=1e-6)
+    pil = run(tiny_pipe, audio, face_mask64, output_type="pil")
+    assert len(pil) == 1 and len(pil[0]) == 11 and pil[0][0].size == (64, 64)
+    latent = run(tiny_pipe, audio, face_mask64, output_type="latent")
+    assert latent.shape == (1, 4, 11, 8, 8)
+    (tup,) = tiny_pipe(np.full((64, 64, 3), 150, np.uint8), speech_like(0.01), face_mask=face_mask64,
+                       num_inference_steps=1, return_dict=False)
+    assert tup.shape[1] == 1  # very short audio: one frame
+
+
+def test_seed_determinism_and_audio_drive(tiny_pipe, face_mask64):
+    a = speech_like(0.3, seed=0, f0=150)
+    b = speech_like(0.3, seed=5, f0=320)
+    first = run(tiny_pipe, a, face_mask64, seed=3)
+    assert np.array_equal(first, run(tiny_pipe, a, face_mask64, seed=3))
+    assert not np.array_equal(first, run(tiny_pipe, a, face_mask64, seed=4))
+    other_audio = run(tiny_pipe, b, face_mask64, seed=3)
+    assert np.abs(first - other_audio).mean() > 1e-4
+    # Silence is a valid input (a still-ish face), as is a different target speed.
+    silent = run(tiny_pipe, np.zeros(4800, np.float32), face_mask64, seed=3)
+    assert silent.shape == first.shape and np.isfinite(silent).all()
+    assert not np.array_equal(first, run(tiny_pipe, a, face_mask64, seed=3, speed=3.0))
+
+
+def test_iter_frames_streams_the_same_video(tiny_pipe, face_mask64):
+    audio = speech_like(0.36)  # 9 frames, 3 clips
+    frames = run(tiny_pipe, audio, face_mask64, seed=1)
+    streamed = list(tiny_pipe.iter_frames(np.full((64, 64, 3), 150, np.uint8), audio, num_inference_steps=STEPS,
+                                          face_mask=face_mask64, generator=torch.Generator().manual_seed(1)))
+    assert len(streamed) == 9 and streamed[0].dtype == np.uint8 and streamed[0].shape == (64, 64, 3)
+    expected = (np.clip(frames[0], 0, 1) * 255 + 0.5).astype(np.uint8)
+    assert np.array_equal(np.stack(streamed), expected)
+
+
+def test_reference_net_runs_once_per_clip(tiny_pipe, face_mask64):
+    ref_spy = Spy(tiny_pipe.reference_unet, tiny_pipe)
+    unet_spy = Spy(tiny_pipe.unet, tiny_pipe)
+    try:
+        run(tiny_pipe, speech_like(0.4), face_mask64, num_inference_steps=3)  # 10 frames: 3 clips
+    finally:
+        ref_spy.remove()
+        unet_spy.remove()
+    assert [c["clip"] for c in ref_spy.calls] == [0, 1, 2]  # once per clip, not per step
+    # Clip 1 has no motion frames (batch 1: reference only); later clips batch reference + N motion frames.
+    assert [c["batch"] for c in ref_spy.calls] == [1, 1 + tiny_pipe.num_motion_frames, 1 + tiny_pipe.num_motion_frames]
+    assert [c["clip"] for c in unet_spy.calls] == [0] * 3 + [1] * 3 + [2] * 3  # one backbone forward per step
+
+
+def test_cfg_branches_share_one_batched_forward(tiny_pipe, face_mask64):
+    spy = Spy(tiny_pipe.unet, tiny_pipe, keep=True)
+    try:
+        run(tiny_pipe, speech_like(0.16), face_mask64, guidance_scale_ref=2.5, guidance_scale_audio=3.5)
+        n_full = len(spy.calls)
+        run(tiny_pipe, speech_like(0.16), face_mask64, guidance_scale_ref=1.0, guidance_scale_audio=3.5)
+        run(tiny_pipe, speech_like(0.16), face_mask64, guidance_scale_ref=1.0, guidance_scale_audio=1.0)
+    finally:
+        spy.remove()
+    assert n_full == STEPS  # one forward per step carries all three branches
+    assert [c["batch"] for c in spy.calls] == [3] * STEPS + [2] * STEPS + [1] * STEPS
+    kw = spy.calls[0]["kwargs"]
+    # Branch order (no ref, no audio), (ref, no audio), (ref, audio): dropping = zeroing.
+    for feats in kw["reference_features"].values():
+        assert not feats[0].any() and feats[1].abs().sum() > 0 and torch.equal(feats[1], feats[2])
+    audio = kw["audio_embeds"]
+    assert audio.shape[0] == 3 and not audio[0].any() and not audio[1].any() and audio[2].abs().sum() > 0
+    assert torch.equal(kw["face_features"][0], kw["face_features"][2])
+    assert kw["motion_features"] is None  # first clip: zero motion frames
+
+
+def test_guidance_formula():
+    assert guidance_branches(1.0, 1.0) == [(True, True)]
+    assert guidance_branches(1.0, 2.0) == [(True, False), (True, True)]
+    assert guidance_branches(2.0, 1.0) == [(False, False), (True, False), (True, True)]
+    e0, er, era = torch.full((1, 1), 1.0), torch.full((1, 1), 2.0), torch.full((1, 1), 4.0)
+    out = combine_guidance(torch.cat([e0, er, era]), guidance_branches(2.0, 3.0), 2.0, 3.0)
+    assert out.item() == pytest.approx(1 + 2 * (2 - 1) + 3 * (4 - 2))
+    assert combine_guidance(era, [(True, True)], 1.0, 1.0).item() == 4.0
+    assert combine_guidance(torch.cat([er, era]), guidance_branches(1.0, 2.0), 1.0, 2.0).item() == pytest.approx(6.0)
+
+
+def test_motion_frames_carry_the_previous_clip(tiny_pipe, face_mask64):
+    pipe = tiny_pipe
+    f, n = pipe.num_frames, pipe.num_motion_frames
+    temporal = next(m for m in pipe.unet.modules() if type(m).__name__ == "EMOTemporalModule" and m.motion_layer)
+    seen = {}
+
+    def grab(module, args):
+        if pipe.clip_index not in seen:
+            motion = module.state.motion
+            seen[pipe.clip_index] = None if motion is None else motion[module.motion_layer].clone()
+
+    handle = temporal.register_forward_pre_hook(grab)
+    try:
+        video = run(pipe, speech_like(0.44), face_mask64, output_type="pt", guidance_scale_ref=1.0,
+                    guidance_scale_audio=1.0)  # 11 frames: 3 clips, one branch
+    finally:
+        handle.remove()
+    assert seen[0] is None  # clip 1: zero motion frames
+    for clip in (1, 2):
+        # The last N frames of the previous clip, re-encoded and passed through ReferenceNet...
+        last = video[0, clip * f - n : clip * f] * 2.0 - 1.0  # (N, 3, S, S)
+        with torch.no_grad():
+            expected = pipe.reference_unet(pipe.encode_frames(last))[temporal.motion_layer]  # (N, L, C)
+        # ...are what this clip's temporal module attends to.
+        torch.testing.assert_close(seen[clip], expected, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(seen[1], seen[2])
+
+
+def test_callback_scheduler_swap_and_checks(tiny_pipe, face_mask64):
+    from diffusers import DPMSolverMultistepScheduler
+
+    events = []
+
+    def callback(pipe, step, t, kwargs):
+        events.append((pipe.clip_index, step))
+        return {"latents": kwargs["latents"]}
+
+    run(tiny_pipe, speech_like(0.3), face_mask64, callback_on_step_end=callback)  # 8 frames: 2 clips
+    assert events == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    tiny_pipe.scheduler = DPMSolverMultistepScheduler.from_config(tiny_pipe.scheduler.config)
+    out = run(tiny_pipe, speech_like(0.3), face_mask64)
+    assert out.shape == (1, 8, 64, 64, 3) and np.isfinite(out).all()
+    for bad in (dict(num_inference_steps=0), dict(output_type="gif"), dict(guidance_scale_ref=float("nan")),
+                dict(decode_chunk_size=0), dict(speed=float("inf"))):
+        with pytest.raises(EMOError):
+            run(tiny_pipe, speech_like(0.1), face_mask64, **bad)
+
+
+def test_save_load_round_trip(tiny_pipe, tiny_model_dir, face_mask64):
+    loaded = EMOPipeline.from_pretrained(tiny_model_dir)
+    loaded.set_progress_bar_config(disable=True)
+    audio = speech_like(0.2)
+    np.testing.assert_allclose(run(loaded, audio, face_mask64), run(tiny_pipe, audio, face_mask64), atol=1e-4)
+
+
+def test_face_detection_path(tiny_pipe):
+    from emo_gen_helpers import draw_face
+
+    class Stub:
+        calls = 0
+
+        def detect(self, rgb):
+            Stub.calls += 1
+            return np.array([60.0, 50.0, 190.0, 210.0])
+
+    tiny_pipe.face_detector = Stub()
+    frames = tiny_pipe(draw_face(256), speech_like(0.08), num_inference_steps=1).frames
+    assert Stub.calls == 1 and frames.shape == (1, 2, 64, 64, 3)
+    tiny_pipe.face_detector = type("NoFace", (), {"detect": lambda self, rgb: None})()
+    with pytest.raises(EMOError, match="no face"):
+        tiny_pipe(draw_face(256), speech_like(0.08), num_inference_steps=1)
