@@ -53,6 +53,7 @@ def check_init(model_dir: str | Path, stage: str, force: bool = False) -> dict[s
 
 def load_pipeline(model_dir: str | Path):
     """`EMOPipeline.from_pretrained(model_dir)` (float32 weights), with a one-line error for a broken folder."""
+    import emoportrait.models  # noqa: F401  (diffusers loads only component classes already imported)
     from emoportrait.pipelines import EMOPipeline
 
     try:

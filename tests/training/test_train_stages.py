@@ -1,0 +1,123 @@
+"""The three stages train exactly the paper's layers (3.3): compared tensor by tensor in saved model folders."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from train_fixtures import ContractDataset, fast_config
+
+from emoportrait.errors import EMOError
+from emoportrait.training.parts import check_init
+from emoportrait.training.train import train
+
+PARTS = ("unet", "reference_unet", "face_locator", "audio_proj", "speed_encoder", "vae")
+
+
+def _group(name: str) -> str:
+    """Backbone group of a saved tensor name (same rule as `parameter_groups`, buffers included)."""
+    if ".speed_attn." in name or ".speed_norm." in name:
+        return "speed"
+    if ".audio_attn." in name:
+        return "audio"
+    if ".motion_modules." in name:
+        return "temporal"
+    return "spatial"
+
+
+def _diff(before, after) -> dict[str, dict[str, tuple[int, int]]]:
+    """Per part and group: (tensors changed, tensors total) between two model folders."""
+    out = {}
+    for part in PARTS:
+        a = load_file(str(before / part / "diffusion_pytorch_model.safetensors"))
+        b = load_file(str(after / part / "diffusion_pytorch_model.safetensors"))
+        assert a.keys() == b.keys()
+        groups: dict[str, list[int]] = {}
+        for k in a:
+            g = _group(k) if part == "unet" else "all"
+            c = groups.setdefault(g, [0, 0])
+            c[0] += int(not torch.equal(a[k], b[k]))
+            c[1] += 1
+        out[part] = {g: tuple(c) for g, c in groups.items()}
+    return out
+
+
+@pytest.fixture(scope="module")
+def chain(tiny_model_dir, tmp_path_factory):
+    """init -> stage 1 -> stage 2 -> stage 3, two optimizer steps each."""
+    root = tmp_path_factory.mktemp("chain")
+    folders = {"0": tiny_model_dir}
+    for stage, prev in (("1", "0"), ("2", "1"), ("3", "2")):
+        cfg = fast_config(stage, max_steps=2, batch_size=1)
+        folders[stage] = train(cfg, folders[prev], root / f"stage{stage}", dataset=ContractDataset(stage, num_clips=2))
+    return folders
+
+
+def _unchanged(d, part, group="all"):
+    return d[part][group][0] == 0
+
+
+def _changed(d, part, group="all"):
+    return d[part][group][0] > 0
+
+
+def test_stage1_trains_backbone_reference_face_locator_only(chain):
+    d = _diff(chain["0"], chain["1"])
+    assert _changed(d, "unet", "spatial") and _changed(d, "reference_unet") and _changed(d, "face_locator")
+    for g in ("temporal", "audio", "speed"):
+        assert _unchanged(d, "unet", g), g
+    for part in ("audio_proj", "speed_encoder", "vae"):
+        assert _unchanged(d, part), part
+
+
+def test_stage2_trains_temporal_and_audio_sd_part_unchanged(chain):
+    d = _diff(chain["1"], chain["2"])
+    assert _unchanged(d, "unet", "spatial"), "the SD (spatial) part of the backbone must stay frozen"
+    assert _changed(d, "unet", "temporal") and _changed(d, "unet", "audio") and _changed(d, "audio_proj")
+    assert _unchanged(d, "unet", "speed")
+    for part in ("reference_unet", "face_locator", "speed_encoder", "vae"):
+        assert _unchanged(d, part), part
+
+
+def test_stage3_audio_bit_identical_speed_changed(chain):
+    d = _diff(chain["2"], chain["3"])
+    assert _unchanged(d, "unet", "audio") and _unchanged(d, "audio_proj"), "paper 3.3: audio layers frozen in stage 3"
+    assert _changed(d, "unet", "speed") and _changed(d, "speed_encoder") and _changed(d, "unet", "temporal")
+    assert _unchanged(d, "unet", "spatial")
+    for part in ("reference_unet", "face_locator", "vae"):
+        assert _unchanged(d, part), part
+
+
+def test_each_stage_ends_with_a_loadable_model_folder_and_its_record(chain):
+    from emoportrait.pipelines import EMOPipeline
+
+    pipe = EMOPipeline.from_pretrained(str(chain["3"]))
+    assert pipe.unet.config.num_frames == 4
+    record = json.loads((chain["3"] / "emo_training.json").read_text())
+    assert record["stages"] == ["1", "2", "3"] and record["steps"] == {"1": 2, "2": 2, "3": 2}
+    run = chain["3"].parent
+    assert (run / "log.csv").is_file() and (run / "loss.png").is_file() and (run / "config.yaml").is_file()
+    assert (run / "checkpoints" / "checkpoint-000002" / "config.yaml").is_file()
+
+
+def test_stage_order_is_enforced_unless_forced(tiny_model_dir, chain):
+    with pytest.raises(EMOError, match="stage 2 starts from a stage-1 model"):
+        check_init(tiny_model_dir, "2")
+    with pytest.raises(EMOError, match="stage 3 starts from a stage-2 model"):
+        check_init(chain["1"], "3")
+    check_init(tiny_model_dir, "2", force=True)
+    check_init(chain["2"], "3")
+
+
+def test_trainable_groups_are_configurable_and_checked():
+    cfg = fast_config("2")
+    cfg.trainable = ["temporal", "audio", "spatial"]  # "configurable to unfreeze more"
+    cfg.validate()
+    cfg.trainable = ["speed"]
+    with pytest.raises(EMOError, match="stage 2 does not run the 'speed' layers"):
+        cfg.validate()
+    cfg.trainable = ["wings"]
+    with pytest.raises(EMOError, match="unknown trainable group"):
+        cfg.validate()
