@@ -99,6 +99,13 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    if not getattr(args, "verbose", False):
+        # diffusers/transformers reset their loggers on import; keep their warnings out of the way.
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        diffusers_logging.set_verbosity_error()
+        transformers_logging.set_verbosity_error()
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
     pipe.set_progress_bar_config(disable=args.no_progress, unit="step", leave=False, dynamic_ncols=True)
     rate = mux_rate(args.audio)

@@ -89,7 +89,9 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str = "auto", 
     bar = diffusers_logging.is_progress_bar_enabled()
     diffusers_logging.disable_progress_bar()  # no "Loading pipeline components" bar
     try:
-        pipe = EMOPipeline.from_pretrained(location, torch_dtype=torch_dtype)
+        pipe = EMOPipeline.from_pretrained(
+            # The audio front-ends (STFT, wav2vec2's feature extractor) stay float32 for accuracy.
+            location, dtype={"default": torch_dtype, "audio_encoder": torch.float32})
     except EMOError:
         raise
     except Exception as e:  # hub/network errors, missing parts, corrupt weights: all library-specific
@@ -97,7 +99,7 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str = "auto", 
         if not is_local:
             raise EMOError(
                 f"could not load model {location!r} from the Hugging Face Hub (offline, not found or not an EMO "
-                f"model: {first}); pass a local model folder with --model DIR"
+                f"model: {type(e).__name__}); pass a local model folder with --model DIR"
             ) from None
         raise EMOError(f"{location}: model folder could not be loaded ({type(e).__name__}: {first})") from None
     finally:
@@ -105,7 +107,4 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str = "auto", 
             diffusers_logging.enable_progress_bar()
     if not isinstance(pipe, EMOPipeline):
         raise EMOError(f"{location}: is a {type(pipe).__name__} folder, not an EMO model")
-    pipe.to(device)
-    # The audio front-ends (STFT, wav2vec2 feature extractor) are kept in float32 for accuracy.
-    pipe.audio_encoder.to(dtype=torch.float32)
-    return pipe
+    return pipe.to(device)

@@ -23,6 +23,7 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
+import emoportrait.models  # noqa: F401  (diffusers resolves the model folder's classes in loaded modules)
 from emoportrait.data.media import FPS, SAMPLE_RATE
 from emoportrait.errors import EMOError
 from emoportrait.pipelines.pipeline_output import EMOPipelineOutput
