@@ -62,6 +62,38 @@ _GENERIC_FACE_3D: dict[str, tuple[float, float, float]] = {
     "mouth_right": (150.0, 150.0, 125.0),
 }
 
+# A generic frontal 3D face in MediaPipe face-mesh topology, rigid points only (forehead,
+# temples, eye corners, nose, cheekbones; no lips, jaw, lids or brows, which move while
+# talking), same axes, unit RMS radius. Rows: (image-left index, image-right index, |x|, y, z);
+# midline points list their index twice with x = 0. Made once from the mesh's 3D output on the
+# drawn frontal face of `_warmup_image`, mirrored to be exactly left-right symmetric.
+_GENERIC_MESH_ROWS: tuple[tuple[int, int, float, float, float], ...] = (
+    (109, 338, 0.319, -1.035, -0.122), (67, 297, 0.591, -0.981, -0.019), (103, 332, 0.847, -0.865, 0.154),
+    (54, 284, 1.020, -0.696, 0.355), (21, 251, 1.134, -0.486, 0.540), (162, 389, 1.199, -0.267, 0.734),
+    (127, 356, 1.225, 0.004, 0.875), (234, 454, 1.215, 0.256, 0.924), (98, 327, 0.282, 0.541, -0.350),
+    (129, 358, 0.346, 0.432, -0.276), (49, 279, 0.316, 0.368, -0.434), (33, 263, 0.762, -0.150, 0.047),
+    (133, 362, 0.289, -0.133, -0.039), (130, 359, 0.799, -0.140, 0.065), (243, 463, 0.252, -0.130, -0.057),
+    (116, 345, 1.100, 0.160, 0.224), (117, 346, 0.909, 0.135, 0.019), (123, 352, 1.095, 0.385, 0.175),
+    (50, 280, 0.848, 0.390, -0.115), (101, 330, 0.592, 0.255, -0.185), (36, 266, 0.521, 0.388, -0.247),
+    (205, 425, 0.699, 0.523, -0.217), (93, 323, 1.204, 0.507, 0.899), (10, 10, 0.000, -1.047, -0.146),
+    (168, 168, 0.000, -0.254, -0.314), (6, 6, 0.000, -0.139, -0.403), (197, 197, 0.000, -0.031, -0.497),
+    (195, 195, 0.000, 0.069, -0.602), (5, 5, 0.000, 0.177, -0.709), (4, 4, 0.000, 0.314, -0.762),
+    (1, 1, 0.000, 0.426, -0.734), (19, 19, 0.000, 0.488, -0.687), (94, 94, 0.000, 0.518, -0.557),
+    (2, 2, 0.000, 0.557, -0.488),
+)
+
+
+def _generic_mesh() -> tuple[list[int], np.ndarray]:
+    """(indices, (P, 3) points) of `_GENERIC_MESH_ROWS`."""
+    idx, pts = [], []
+    for left, right, x, y, z in _GENERIC_MESH_ROWS:
+        idx.append(left)
+        pts.append((-x, y, z))
+        if right != left:
+            idx.append(right)
+            pts.append((x, y, z))
+    return idx, np.array(pts, dtype=np.float64)
+
 
 # ---------------------------------------------------------------------------------------------
 # Backend loading (lazy) and mediapipe's native log noise
@@ -274,16 +306,19 @@ class FaceLandmarker:
             self._impl = dlib.shape_predictor(_dlib_model("shape_predictor_68_face_landmarks.dat"))
             self._detector = None
 
-    def detect(self, rgb: np.ndarray, box: np.ndarray | None = None) -> np.ndarray | None:
+    def detect(self, rgb: np.ndarray, box: np.ndarray | None = None, depth: bool = False) -> np.ndarray | None:
         """Landmarks in pixels, or None when no face is found.
 
         Args:
             rgb: (H, W, 3) uint8 RGB image.
             box: (4,) face box (x0, y0, x1, y1); used by dlib (found with its detector when
                 None), ignored by mediapipe (its mesh finds the face itself).
+            depth: also return the mesh's relative depth z (mediapipe only; in pixels like x,
+                smaller = closer to the camera).
 
         Returns:
-            (K, 2) float64 (x, y) pixel coordinates, K = 468 (mediapipe) or 68 (dlib).
+            (K, 2) float64 (x, y) pixel coordinates, or (K, 3) (x, y, z) with `depth`;
+            K = 468 (mediapipe) or 68 (dlib).
         """
         rgb = _check_image(rgb)
         h, w = rgb.shape[:2]
@@ -293,7 +328,11 @@ class FaceLandmarker:
             if not result.multi_face_landmarks:
                 return None
             lm = result.multi_face_landmarks[0].landmark
+            if depth:
+                return np.array([(p.x * w, p.y * h, p.z * w) for p in lm], dtype=np.float64)
             return np.array([(p.x * w, p.y * h) for p in lm], dtype=np.float64)
+        if depth:
+            raise EMOError("landmark depth needs the mediapipe backend (dlib's 68 points are 2D)")
         if box is None:
             if self._detector is None:
                 self._detector = FaceDetector("dlib")
@@ -323,21 +362,46 @@ class FaceLandmarker:
 
 
 def head_pose(landmarks: np.ndarray, image_size: tuple[int, int], scheme: str) -> np.ndarray | None:
-    """6-DoF head pose's rotation from landmarks, by `cv2.solvePnP` against a generic 3D face.
+    """Head rotation from landmarks (paper 4.1: "6-DoF head pose ... using facial landmarks").
 
-    The camera is a pinhole with focal length = image width and the principal point at the
-    centre (no distortion). The absolute angles carry the generic model's bias (pitch most),
-    so use rotation *differences* between frames (`rotation_angle`, `head_speed`).
+    Two estimators, picked by the landmarks given:
+
+    - (K, 2) landmarks (dlib, or mediapipe without depth): `cv2.solvePnP` of six points (nose
+      tip, chin, eye and mouth corners) against a generic 3D face, pinhole camera with focal
+      length = image width and the principal point at the centre.
+    - (468, 3) mediapipe landmarks with depth: the rotation that best aligns (Kabsch, least
+      squares) the mesh's rigid upper-face points to a generic frontal 3D mesh. On the
+      synthetic world this follows the true head speed much more closely than six 2D points
+      (docs/data.md), because it uses 57 points and the mesh's own depth.
+
+    Absolute angles carry the generic model's bias (pitch most): use rotation *differences*
+    between frames (`rotation_angle`, `head_speed`).
 
     Args:
-        landmarks: (K, 2) pixel landmarks of `scheme` ("mediapipe468" or "dlib68").
+        landmarks: (K, 2) or (K, 3) pixel landmarks of `scheme`.
         image_size: (H, W) of the image the landmarks are in.
         scheme: landmark scheme name, a key of `LANDMARK_POINTS` (`FaceLandmarker.scheme`).
 
     Returns:
-        (3, 3) rotation matrix (model -> camera; ~identity for a frontal face), or None when
-        solvePnP fails.
+        (3, 3) rotation matrix (generic model -> camera axes; ~identity for a frontal face),
+        or None when the fit fails.
     """
+    if landmarks.shape[1] == 3 and scheme == "mediapipe468":
+        return _mesh_rotation(landmarks)
+    return _pnp_rotation(np.ascontiguousarray(landmarks[:, :2]), image_size, scheme)
+
+
+def _mesh_rotation(landmarks: np.ndarray) -> np.ndarray | None:
+    idx, model = _generic_mesh()
+    target = landmarks[idx] - landmarks[idx].mean(axis=0)  # (P, 3)
+    source = model - model.mean(axis=0)  # (P, 3)
+    u, _, vt = np.linalg.svd(source.T @ target)  # Kabsch: R source ~ target (up to scale)
+    d = np.sign(np.linalg.det(vt.T @ u.T))
+    rotation = vt.T @ np.diag([1.0, 1.0, d]) @ u.T
+    return rotation if np.all(np.isfinite(rotation)) else None
+
+
+def _pnp_rotation(landmarks: np.ndarray, image_size: tuple[int, int], scheme: str) -> np.ndarray | None:
     import cv2
 
     names = list(_GENERIC_FACE_3D)
@@ -368,7 +432,7 @@ def rotation_to_ypr(rotation: np.ndarray) -> np.ndarray:
     return Rotation.from_matrix(rotation).as_euler("YXZ", degrees=True)
 
 
-def head_speed(rotations: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+def head_speed(rotations: np.ndarray, sigma: float = 1.5) -> np.ndarray:
     """Head rotation speed w_f in degrees per frame (paper 3.2 / 4.1), smoothed.
 
     Filter (ours, documented in docs/data.md): the per-frame rotations are turned into
@@ -473,13 +537,18 @@ class FaceAnalyzer:
         max_side: frames larger than this (long side, pixels) are analysed downscaled; the
             returned boxes and landmarks are in the original frame's pixels.
         speed_sigma: Gaussian smoothing of `head_speed`, in frames.
+        pose: "auto" (mediapipe: 3D mesh fit; dlib: solvePnP) or "pnp" (solvePnP of six 2D
+            landmarks for both backends); see `head_pose`.
     """
 
     def __init__(self, backend: str = "mediapipe", min_confidence: float = 0.5, max_side: int = 640,
-                 speed_sigma: float = 1.0):
+                 speed_sigma: float = 1.5, pose: str = "auto"):
+        if pose not in ("auto", "pnp"):
+            raise EMOError(f"unknown head-pose method {pose!r}; choose auto or pnp")
         self.detector = FaceDetector(backend, min_confidence=min_confidence)
         self.landmarker = FaceLandmarker(backend)
         self.max_side, self.speed_sigma = int(max_side), float(speed_sigma)
+        self.depth = backend == "mediapipe" and pose == "auto"
 
     def analyze(self, rgb: np.ndarray, keep_landmarks: bool = False):
         """One frame -> (box (4,) | None, rotation (3, 3) | None, landmarks (K, 2) | None)."""
@@ -492,10 +561,10 @@ class FaceAnalyzer:
         box = self.detector.detect(small)
         if box is None:
             return None, None, None
-        lm = self.landmarker.detect(small, box)
+        lm = self.landmarker.detect(small, box, depth=self.depth)
         rotation = None if lm is None else head_pose(lm, small.shape[:2], self.landmarker.scheme)
         box = box / scale
-        lm = None if lm is None or not keep_landmarks else lm / scale
+        lm = None if lm is None or not keep_landmarks else lm[:, :2] / scale
         return box, rotation, lm
 
     def analyze_frames(self, frames: Iterable[np.ndarray], keep_landmarks: bool = False) -> FaceTrack:

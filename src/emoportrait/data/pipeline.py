@@ -104,7 +104,7 @@ def _worker_init(cfg_dict: dict) -> None:
 
     cfg = PreprocessConfig(**cfg_dict)
     _WORKER["cfg"] = cfg
-    _WORKER["analyzer"] = FaceAnalyzer(cfg.backend, cfg.min_confidence, cfg.analysis_max_side, cfg.speed_sigma)
+    _WORKER["analyzer"] = FaceAnalyzer(cfg.backend, cfg.min_confidence, cfg.analysis_max_side, cfg.speed_sigma, cfg.pose)
 
 
 def _work_paths(work: Path, entry: VideoEntry) -> tuple[Path, Path]:
@@ -269,7 +269,7 @@ def run_preprocess(videos: str | os.PathLike, out: str | os.PathLike, cfg: Prepr
         if workers <= 1:
             from emoportrait.data.faces import FaceAnalyzer
 
-            with FaceAnalyzer(cfg.backend, cfg.min_confidence, cfg.analysis_max_side, cfg.speed_sigma) as fa:
+            with FaceAnalyzer(cfg.backend, cfg.min_confidence, cfg.analysis_max_side, cfg.speed_sigma, cfg.pose) as fa:
                 for j, v in todo:
                     finish(j, v, _run_video(v, str(work), plan_hash, cfg, fa))
                     bar.update(1)

@@ -59,7 +59,8 @@ class PreprocessConfig:
     cut_iou: float = 0.3  # face-box IoU between successive frames below this = a cut
     max_missing_fraction: float = 0.25  # clip rejected (no_face) if more frames lack a detection
     min_face_px: float = 32.0  # median face-box side in the source frames, pixels
-    speed_sigma: float = 1.0  # Gaussian smoothing of the head pose before differencing, frames
+    pose: str = "auto"  # head pose: auto (mediapipe: 3D mesh fit; dlib: solvePnP) | pnp (solvePnP, 6 points)
+    speed_sigma: float = 1.5  # Gaussian smoothing of the head pose before differencing, frames
     audio_context: int = 8  # frames of audio stored before and after each clip (>= window m)
     image_format: str = "jpg"  # jpg | png
     jpeg_quality: int = 95
@@ -79,6 +80,10 @@ class PreprocessConfig:
             raise EMOError(f"crop_scale must be >= 1 (the crop contains every face box), got {self.crop_scale}")
         if self.videos_per_shard < 1:
             raise EMOError("videos_per_shard must be >= 1")
+        if self.backend not in ("mediapipe", "dlib"):
+            raise EMOError(f"backend must be mediapipe or dlib, got {self.backend!r}")
+        if self.pose not in ("auto", "pnp"):
+            raise EMOError(f"pose must be auto or pnp, got {self.pose!r}")
 
     @property
     def min_frames(self) -> int:
