@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,8 +56,12 @@ def check_output_path(out: str | os.PathLike) -> Path:
     parent = path.parent
     if not parent.is_dir():
         raise EMOError(f"--out {path}: output folder {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise EMOError(f"--out {path}: output folder {parent} is not writable")
+    try:  # a real probe: os.access says yes to root even where the filesystem refuses
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError:
+        raise EMOError(f"--out {path}: output folder {parent} is not writable") from None
     return path
 
 
@@ -120,10 +125,13 @@ def run(args: argparse.Namespace) -> int:
         kwargs["guidance_scale_audio"] = args.guidance_audio
     generator = torch.Generator(device="cpu").manual_seed(args.seed)
     gen_start = time.perf_counter()
-    with VideoWriter(out, fps=FPS, audio=soundtrack, sample_rate=rate) as writer:
-        for frame in pipe.iter_frames(rgb, waveform, num_inference_steps=args.steps, generator=generator,
-                                      face_box=face_box, decode_chunk_size=args.decode_chunk_size, **kwargs):
-            writer.write(frame)
+    try:
+        with VideoWriter(out, fps=FPS, audio=soundtrack, sample_rate=rate) as writer:
+            for frame in pipe.iter_frames(rgb, waveform, num_inference_steps=args.steps, generator=generator,
+                                          face_box=face_box, decode_chunk_size=args.decode_chunk_size, **kwargs):
+                writer.write(frame)
+    except OSError as e:  # disk full, folder removed meanwhile, ...: the temp file is already gone
+        raise EMOError(f"--out {out}: could not write the video ({e.strerror or type(e).__name__})") from None
     gen_seconds = time.perf_counter() - gen_start
     frames = writer.num_frames
     print(f"wrote {out}: {frames} frames ({frames / FPS:.2f} s of video, {pipe.num_clips} clips x {args.steps} steps) "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from emoportrait.errors import EMOError
@@ -101,6 +102,9 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str = "auto", 
                 f"could not load model {location!r} from the Hugging Face Hub (offline, not found or not an EMO "
                 f"model: {type(e).__name__}); pass a local model folder with --model DIR"
             ) from None
+        inside = [m for m in re.findall(r"'([^']+)'", str(e)) if m.startswith(str(location).rstrip("/") + "/")]
+        if inside:  # name the damaged file, relative to the folder
+            first = f"cannot read {os.path.relpath(inside[0], location)}; the file is damaged or incomplete"
         raise EMOError(f"{location}: model folder could not be loaded ({type(e).__name__}: {first})") from None
     finally:
         if bar:

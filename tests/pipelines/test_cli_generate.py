@@ -1,0 +1,205 @@
+"""`emoportrait generate` end to end: the mp4 matches the audio; bad input fails in one line and
+leaves no file; fallbacks work; SIGTERM mid-generation leaves no partial mp4."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from emo_gen_helpers import draw_face, speech_like, write_audio, write_empty_wav
+from PIL import Image
+
+from emoportrait.cli import main
+from emoportrait.data.media import probe_video, read_audio, read_video
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture()
+def cli(capsys):
+    """Run `emoportrait generate ...` in-process; returns (exit code, stdout, stderr)."""
+    handler, level = signal.getsignal(signal.SIGTERM), logging.getLogger().level
+
+    def invoke(*args):
+        try:
+            code = main(["generate", "--no-progress", *map(str, args)])
+        finally:
+            signal.signal(signal.SIGTERM, handler)
+            logging.getLogger().setLevel(level)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke
+
+
+@pytest.fixture(scope="module")
+def speech_wav(tmp_path_factory) -> Path:
+    return write_audio(tmp_path_factory.mktemp("audio") / "speech.wav", speech_like(1.3, rate=22050), 22050)
+
+
+def test_generate_matches_the_audio(cli, tiny_model_dir, face_png, speech_wav, tmp_path):
+    out = tmp_path / "talk.mp4"
+    code, stdout, err = cli("--image", face_png, "--audio", speech_wav, "--out", out, "--model", tiny_model_dir,
+                            "--steps", 2, "--seed", 1)
+    assert code == 0, err
+    assert "33 frames" in stdout and "s/frame" in stdout  # summary line
+    info = probe_video(out)
+    assert (info.width, info.height, info.fps, info.has_audio) == (64, 64, 25.0, True)
+    assert len(read_video(out)) == 33  # round(1.3 s x 25)
+    assert abs(read_audio(out).size / 16000 - 1.3) < 0.08  # AAC adds < 1024 samples of padding
+    assert [p.name for p in tmp_path.iterdir()] == ["talk.mp4"]  # no temp files left
+
+
+def test_fallback_inputs(cli, tiny_model_dir, tmp_path):
+    # 8 kHz stereo ogg, a grayscale 16-bit portrait stored sideways with an EXIF rotation.
+    t = np.arange(4000) / 8000
+    ogg = write_audio(tmp_path / "voice.ogg", np.stack([np.sin(2 * np.pi * 220 * t), np.sin(2 * np.pi * 330 * t)]) * 0.3,
+                      8000, codec="vorbis")
+    gray16 = (np.asarray(Image.fromarray(draw_face(256)).convert("L"), np.uint16) * 257).astype(np.uint16)
+    sideways = Image.fromarray(np.ascontiguousarray(np.rot90(gray16, k=1)))  # displays upright after EXIF 6
+    exif = sideways.getexif()
+    exif[0x0112] = 6
+    sideways.save(tmp_path / "portrait.png", exif=exif)
+    out = tmp_path / "o.mp4"
+    code, stdout, err = cli("--image", tmp_path / "portrait.png", "--audio", ogg, "--out", out,
+                            "--model", tiny_model_dir, "--steps", 1)
+    assert code == 0, err
+    assert len(read_video(out)) == 13  # 0.5 s
+    # Silent audio (a still-ish face) and very short audio (one frame) are valid.
+    silent = write_audio(tmp_path / "silence.wav", np.zeros(1600, np.float32), 16000)
+    short = write_audio(tmp_path / "short.wav", speech_like(0.015), 16000)
+    for audio, frames in ((silent, 3), (short, 1)):
+        code, _, err = cli("--image", tmp_path / "portrait.png", "--audio", audio, "--out", out,
+                           "--model", tiny_model_dir, "--steps", 1)
+        assert code == 0, err
+        assert len(read_video(out)) == frames
+
+
+def _bad_image(kind: str, tmp_path: Path) -> Path:
+    path = tmp_path / f"img_{kind}.png"
+    buf = io.BytesIO()
+    Image.fromarray(draw_face(128)).save(buf, format="PNG")
+    data = buf.getvalue()
+    if kind == "missing":
+        return path
+    payload = {"empty": b"", "truncated": data[: len(data) // 2], "corrupt": data[:30] + os.urandom(3000)}
+    if kind in payload:
+        path.write_bytes(payload[kind])
+    elif kind == "not_image":
+        return write_audio(tmp_path / "sound.wav", speech_like(0.2), 16000)
+    elif kind == "no_face":
+        Image.fromarray(np.full((128, 128, 3), 120, np.uint8)).save(path)
+    elif kind == "1x1":
+        Image.new("RGB", (1, 1), (200, 150, 120)).save(path)
+    return path
+
+
+def _bad_audio(kind: str, tmp_path: Path) -> Path:
+    path = tmp_path / f"aud_{kind}.wav"
+    if kind == "missing":
+        return path
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "zero_length":
+        write_empty_wav(path)
+    elif kind == "corrupt":
+        path.write_bytes(b"RIFF" + os.urandom(5000))
+    elif kind == "truncated":
+        m4a = write_audio(tmp_path / "full.m4a", speech_like(1.0), 16000, codec="aac")
+        data = m4a.read_bytes()
+        path = tmp_path / "aud_truncated.m4a"
+        path.write_bytes(data[: len(data) // 3])
+    elif kind == "not_audio":
+        path = tmp_path / "picture.wav"
+        Image.fromarray(draw_face(64)).save(path, format="PNG")
+    return path
+
+
+IMAGE_CASES = ["missing", "empty", "truncated", "corrupt", "not_image", "no_face", "1x1"]
+AUDIO_CASES = ["missing", "empty", "zero_length", "corrupt", "truncated", "not_audio"]
+
+
+@pytest.mark.parametrize("case", [f"image:{k}" for k in IMAGE_CASES] + [f"audio:{k}" for k in AUDIO_CASES]
+                         + ["out:missing_folder", "out:not_writable", "out:not_mp4", "model:missing", "model:no_default",
+                            "model:corrupt"])
+def test_bad_input_one_line_error_no_output(case, cli, tiny_model_dir, face_png, speech_wav, tmp_path, monkeypatch):
+    what, kind = case.split(":")
+    image, audio, model = face_png, speech_wav, tiny_model_dir
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "video.mp4"
+    if what == "image":
+        image = _bad_image(kind, tmp_path)
+    elif what == "audio":
+        audio = _bad_audio(kind, tmp_path)
+    elif kind == "missing_folder":
+        out = tmp_path / "nowhere" / "video.mp4"
+    elif kind == "not_writable":
+        out_dir.chmod(0o555)
+        if os.access(out_dir, os.W_OK):  # root ignores permissions: use a folder the kernel refuses
+            out_dir = Path("/sys")
+            out = out_dir / "video.mp4"
+    elif kind == "not_mp4":
+        out = out_dir / "video.gif"
+    elif case == "model:missing":
+        model = tmp_path / "no_such_model"
+    elif case == "model:corrupt":
+        model = tmp_path / "corrupt_model"
+        model.mkdir()
+        for item in tiny_model_dir.rglob("*"):
+            target = model / item.relative_to(tiny_model_dir)
+            if item.is_dir():
+                target.mkdir(exist_ok=True)
+            else:
+                target.write_bytes(item.read_bytes())
+        weights = model / "unet" / "diffusion_pytorch_model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
+    before = set(out_dir.iterdir()) if out_dir.exists() else set()
+    args = ["--image", image, "--audio", audio, "--out", out, "--steps", 1]
+    if case == "model:no_default":
+        monkeypatch.setattr("emoportrait.pipelines.loading.DEFAULT_MODEL_DIR", tmp_path / "absent")
+    else:
+        args += ["--model", model]
+    code, stdout, err = cli(*args)
+    if out_dir != Path("/sys"):
+        out_dir.chmod(0o755)
+    assert code == 2, (case, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("emoportrait generate: error: "), (case, err)
+    assert "Traceback" not in err
+    assert not out.exists() and (not out_dir.exists() or set(out_dir.iterdir()) == before), case
+
+
+def test_sigterm_leaves_no_partial_mp4(tiny_model_dir, face_png, tmp_path):
+    audio = write_audio(tmp_path / "long.wav", speech_like(12.0), 16000)  # 300 frames: far longer than we wait
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "video.mp4"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "src"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emoportrait", "generate", "--image", str(face_png), "--audio", str(audio),
+         "--out", str(out), "--model", str(tiny_model_dir), "--steps", "4", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 90
+        # Wait until the video is being written (its temporary file exists beside the output).
+        while not any(out_dir.iterdir()) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()[1].decode()
+        time.sleep(0.5)  # a few frames in
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err.decode()
+    assert "interrupted" in err.decode()
+    assert list(out_dir.iterdir()) == []  # neither the mp4 nor its temporary file
