@@ -97,6 +97,7 @@ class DataConfig:
     validation: str | None = None  # held-out shards folder (for the validation reference + audio)
     num_workers: int = 0
     shuffle: bool = True
+    streaming: bool = False  # read shards sequentially (IterableDataset split over ranks) instead of by index
     options: dict = field(default_factory=dict)  # extra keyword arguments for the stage dataset
 
 

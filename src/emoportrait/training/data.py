@@ -93,7 +93,8 @@ def build_dataloader(dataset: Dataset, batch_size: int, seed: int, num_workers: 
     Batches are full (`drop_last`), so every DDP rank takes the same number of steps.
     """
     if isinstance(dataset, IterableDataset):
-        # Streams without an index: order is the stream's own; resume re-reads and skips.
+        # A stream splits itself over ranks and workers and resumes through its own
+        # `set_epoch(epoch, start_batch, batch_size)`; it is not handed to `accelerator.prepare`.
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, drop_last=True,
                             generator=torch.Generator().manual_seed(seed))
         return loader, None
@@ -123,13 +124,18 @@ class BatchStream:
 
     def _start_epoch(self) -> None:
         epoch, skip = self.state.epoch, self.state.batch_in_epoch
+        dataset = getattr(self.dataloader, "dataset", None)
+        if isinstance(dataset, IterableDataset):  # a stream skips inside itself, without decoding
+            if hasattr(dataset, "set_epoch"):
+                dataset.set_epoch(epoch, skip, self.dataloader.batch_size)
+            self._it = iter(self.dataloader)
+            return
         loader = self.accelerator.skip_first_batches(self.dataloader, skip) if skip else self.dataloader
         # accelerate's loaders re-apply their own epoch counter when iterated: set it too.
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch)
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
-        dataset = getattr(self.dataloader, "dataset", None)
         if hasattr(dataset, "set_epoch"):  # SeededDataset forwards it to the stage dataset
             dataset.set_epoch(epoch)
         self._it = iter(loader)
@@ -150,4 +156,8 @@ class BatchStream:
             self._it = None
             return next(self)
         self.state.batch_in_epoch += 1
+        if self.sampler is None:  # not prepared by accelerate: move it ourselves
+            from accelerate.utils import send_to_device
+
+            batch = send_to_device(batch, self.accelerator.device)
         return batch

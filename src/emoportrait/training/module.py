@@ -86,6 +86,10 @@ class EMOTrainingModule(nn.Module):
             motion = {k: _zero_where(v, drop_motion) for k, v in motion.items()}
             # ... audio tokens of the F generated frames (features carry m context frames per side) ...
             feats = batch.audio_features  # (B, N+F+2m, L, D)
+            want = (self.audio_proj.config.num_layers, self.audio_proj.config.feature_dim)
+            if tuple(feats.shape[2:]) != want:
+                raise EMOError(f"audio features are {tuple(feats.shape[2:])} (L, D) per frame but the model's audio "
+                               f"projection takes {want}; the audio-feature cache was made with another encoder")
             m = (feats.shape[1] - n - f) // 2
             if m < 0 or feats.shape[1] != n + f + 2 * m:
                 raise EMOError(f"audio features cover {feats.shape[1]} frames; expected N+F+2m with N={n}, F={f}")

@@ -8,6 +8,7 @@ CPU or GPUs, FSDP/DeepSpeed with the configs in `configs/accelerate/`), multi-no
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from pathlib import Path
 
@@ -63,7 +64,10 @@ def train(cfg: TrainConfig, init: str | Path, output_dir: str | Path, resume: st
 
     # 2. Accelerator: devices, processes, mixed precision. Noise differs per process (device_specific).
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)  # ReferenceNet's last layers feed nothing
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, kwargs_handlers=[ddp])
+    # A multi-process launch on a machine without GPUs trains DDP on CPU over gloo (accelerate 1.x
+    # starts several CPU processes only through its torchrun launcher, `--multi_gpu`, or mpirun).
+    cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cpu, kwargs_handlers=[ddp])
     set_seed(cfg.seed, device_specific=True)
     if cfg.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -98,7 +102,9 @@ def train(cfg: TrainConfig, init: str | Path, output_dir: str | Path, resume: st
                                        accelerator.num_processes)
 
     # 5. Prepare: wrap for DDP/FSDP, shard the batches over processes, move them to the device.
-    module, optimizer, loader = accelerator.prepare(module, optimizer, loader)
+    module, optimizer = accelerator.prepare(module, optimizer)
+    if sampler is not None:  # map-style: accelerate shards the batches; a stream splits itself
+        loader = accelerator.prepare(loader)
     accelerator.register_for_checkpointing(lr_scheduler)
     if ema is not None:
         ema.to(accelerator.device)
