@@ -18,7 +18,7 @@ from emoportrait.data.synth.geometry import Camera, FaceSurface, HeadPose, fibon
 from emoportrait.data.synth.identity import Identity
 
 SHIFT = 4  # sub-pixel bits for cv2 drawing
-_MOUTH_INSIDE = (45, 14, 18)
+_MOUTH_INSIDE = (34, 9, 13)
 _TEETH = (236, 232, 220)
 _SCLERA = (238, 236, 232)
 _SHADE_RES = 64  # the (smooth) shading field is computed at this resolution, then resized
