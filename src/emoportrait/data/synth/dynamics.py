@@ -146,7 +146,8 @@ def head_track(feat: AudioFeatures, speed_level: int, rng: np.random.Generator) 
     onset = np.clip(np.diff(gaussian_filter1d(feat.level, 1.5), prepend=0.0), 0, None)
     kernel = np.sin(np.linspace(0, np.pi, 13)) ** 2
     nod = gaussian_filter1d(np.convolve(onset, kernel)[:n], 1.5) if n else onset
-    turn_sign = np.sign(gaussian_filter1d(rng.normal(size=n), 8)) if n else np.zeros(0)
+    drift = gaussian_filter1d(rng.normal(size=n), 8) if n else np.zeros(0)
+    turn_sign = np.tanh(3 * drift / (drift.std() + 1e-9))  # which way emphasis turns the head, changing smoothly
     emphasis = np.stack([0.5 * nod * turn_sign, -nod, 0.15 * nod * turn_sign])
     if nod.std() > 0:
         emphasis *= noise.std() / (np.abs(emphasis).max() + 1e-9) * 0.8

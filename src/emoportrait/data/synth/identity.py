@@ -86,8 +86,8 @@ def _color(rng: np.random.Generator, palette: np.ndarray, jitter: float) -> tupl
 def make_identity(seed: int, index: int) -> Identity:
     """Draw identity `index` of the world with `seed` (deterministic, independent of other identities)."""
     rng = np.random.default_rng([seed, 1, index])
-    a = 1.0
-    b = rng.uniform(1.22, 1.42)
+    a = float(rng.uniform(0.9, 1.1))
+    b = rng.uniform(1.2, 1.45)
     style = HAIR_STYLES[rng.integers(0, len(HAIR_STYLES))]
     skin = _color(rng, _SKIN, 6)
     hair = _color(rng, _HAIR, 10)
@@ -113,24 +113,24 @@ def make_identity(seed: int, index: int) -> Identity:
     return Identity(
         identity_id=f"id{index:04d}",
         head_axes=(a, float(b), float(rng.uniform(1.0, 1.12))),
-        jaw_taper=float(rng.uniform(0.08, 0.32)),
+        jaw_taper=float(rng.uniform(0.05, 0.38)),
         skin=skin,
         hair_style=style,
         hair_color=hair,
         hairline=float(hairline),
         hair_volume=float(volume),
-        eye_y=float(rng.uniform(-0.08, 0.04)),
-        eye_dx=float(rng.uniform(0.34, 0.42)),
-        eye_size=(float(rng.uniform(0.15, 0.19)), float(rng.uniform(0.07, 0.095))),
+        eye_y=float(rng.uniform(-0.12, 0.06)),
+        eye_dx=float(rng.uniform(0.31, 0.44) * a),
+        eye_size=(float(rng.uniform(0.13, 0.2)), float(rng.uniform(0.06, 0.1))),
         iris_color=_color(rng, _IRIS, 8),
         brow_thickness=float(rng.uniform(0.035, 0.07) * (0.8 if feminine else 1.1)),
         brow_tilt=float(rng.uniform(-0.06, 0.06)),
         brow_color=brow,
-        nose_y=float(rng.uniform(0.42, 0.52)),
-        nose_width=float(rng.uniform(0.11, 0.16)),
-        nose_depth=float(rng.uniform(0.22, 0.32)),
-        mouth_y=float(rng.uniform(0.76, 0.84)),
-        mouth_half_width=float(rng.uniform(0.27, 0.33)),
+        nose_y=float(rng.uniform(0.38, 0.56)),
+        nose_width=float(rng.uniform(0.1, 0.19)),
+        nose_depth=float(rng.uniform(0.2, 0.36)),
+        mouth_y=float(rng.uniform(0.74, 0.88)),
+        mouth_half_width=float(rng.uniform(0.24, 0.36)),
         lip_color=_color(rng, _LIPS, 8) if feminine else tuple(
             int(v) for v in np.array(skin) * 0.55 + np.array(_LIPS[3]) * 0.45),
         lip_thickness=(float(rng.uniform(0.045, 0.07)), float(rng.uniform(0.06, 0.09))),
