@@ -95,3 +95,39 @@ def fast_config(stage: str, **kw):
     for k, v in kw.items():
         setattr(cfg, k, v)
     return cfg.validate()
+
+
+def write_shards(root, num_clips: int = 4, size: int = 32, clip_frames: int = 16, context: int = 3, seed: int = 0,
+                 clips_per_shard: int = 2):
+    """Shards + manifest.json in the layout `emoportrait preprocess` writes, from ContractDataset's world."""
+    import json
+    from pathlib import Path
+
+    import cv2
+
+    from emoportrait.data.shards import TarSampleWriter, encode_clip
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    world = ContractDataset("2", num_clips=num_clips, size=size, clip_frames=clip_frames, seed=seed)
+    clips, shards = [], []
+    for j in range(0, num_clips, clips_per_shard):
+        name = f"shard-{j // clips_per_shard:06d}.tar"
+        with TarSampleWriter(root / name) as w:
+            for c in range(j, min(j + clips_per_shard, num_clips)):
+                clip, key, t = world.clips[c], f"clip{c:03d}", clip_frames
+                rgb = ((clip["frames"].permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+                images = [cv2.imencode(".png", f[:, :, ::-1])[1].tobytes() for f in rgb]
+                audio = np.pad(clip["audio"].numpy(), (context * SPF, context * SPF))
+                boxes = np.tile(np.array([size / 8, size / 8, size - size / 8, size - size / 8], np.float32), (t, 1))
+                meta = {"key": key, "num_frames": t, "image_format": "png", "audio_context": context, "has_audio": True,
+                        "start_frame": 0, "size": size}
+                arrays = {"boxes": boxes, "found": np.ones(t, np.uint8),
+                          "rotation": np.tile(np.eye(3, dtype=np.float32), (t, 1, 1)), "ypr": np.zeros((t, 3), np.float32),
+                          "speed": clip["speed"].numpy(), "audio": audio}
+                w.write(key, encode_clip(key, meta, arrays, images))
+                clips.append({"key": key, "shard": name, "num_frames": t, "has_audio": True, "seconds": t / 25})
+        shards.append({"name": name, "num_clips": len(clips) - sum(s["num_clips"] for s in shards)})
+    manifest = {"config": {"size": size, "audio_context": context}, "shards": shards, "clips": clips, "complete": True}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root

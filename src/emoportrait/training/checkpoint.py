@@ -161,7 +161,7 @@ def prune_checkpoints(output_dir: str | Path, keep_last: int) -> None:
                 shutil.rmtree(p, ignore_errors=True)
 
 
-def read_checkpoint_state(path: str | Path, num_processes: int = 1, verify: bool = True) -> TrainState:
+def read_checkpoint_state(path: str | Path, num_processes: int | None = None, verify: bool = True) -> TrainState:
     """Read and verify a checkpoint's trainer state (files present, sizes and checksums as written)."""
     path = Path(path)
     state_file = path / STATE_FILE
@@ -171,7 +171,7 @@ def read_checkpoint_state(path: str | Path, num_processes: int = 1, verify: bool
         files = payload["files"]
     except (OSError, ValueError, KeyError, TypeError):
         raise EMOError(f"checkpoint {path} is incomplete or corrupt ({STATE_FILE} unreadable); resume from an older checkpoint") from None
-    if state.num_processes != num_processes:
+    if num_processes is not None and state.num_processes != num_processes:
         raise EMOError(f"checkpoint {path} was written by {state.num_processes} processes, this run has {num_processes}; resume with the same number")
     if verify:
         for name, entry in files.items():
@@ -181,10 +181,10 @@ def read_checkpoint_state(path: str | Path, num_processes: int = 1, verify: bool
     return state
 
 
-def load_checkpoint(accelerator, path: str | Path) -> TrainState:
+def load_checkpoint(accelerator, path: str | Path, verify: bool = True) -> TrainState:
     """Verify a checkpoint, then restore models, optimizer, scheduler, EMA, RNG states; returns the state."""
     path = Path(path)
-    state = read_checkpoint_state(path, accelerator.num_processes)
+    state = read_checkpoint_state(path, accelerator.num_processes, verify=verify)
     try:
         accelerator.load_state(str(path))
         set_rng_state(torch.load(path / f"rng_{accelerator.process_index}.pt", weights_only=False))

@@ -53,15 +53,22 @@ def check_init(model_dir: str | Path, stage: str, force: bool = False) -> dict[s
 
 def load_pipeline(model_dir: str | Path):
     """`EMOPipeline.from_pretrained(model_dir)` (float32 weights), with a one-line error for a broken folder."""
+    from diffusers.utils import logging as diffusers_logging
+
     import emoportrait.models  # noqa: F401  (diffusers loads only component classes already imported)
     from emoportrait.pipelines import EMOPipeline
 
+    bars = diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()  # one bar per process per load is noise in training logs
     try:
         return EMOPipeline.from_pretrained(str(model_dir))
     except EMOError:
         raise
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
         raise EMOError(f"cannot load the model folder {model_dir}: {str(e).splitlines()[0][:200]}") from None
+    finally:
+        if bars:
+            diffusers_logging.enable_progress_bar()
 
 
 def set_trainable(module: nn.Module, groups: tuple[str, ...]) -> list[nn.Parameter]:

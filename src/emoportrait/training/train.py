@@ -22,6 +22,7 @@ from emoportrait.training.checkpoint import (
     find_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    read_checkpoint_state,
     save_checkpoint,
 )
 from emoportrait.training.config import TrainConfig
@@ -55,6 +56,8 @@ def train(cfg: TrainConfig, init: str | Path, output_dir: str | Path, resume: st
     output_dir = Path(output_dir)
     record = check_init(init, cfg.stage, cfg.force)
     ckpt = find_checkpoint(output_dir, resume) if resume else None
+    if ckpt is not None:
+        read_checkpoint_state(ckpt)  # sizes + checksums, before any model loads
     if ckpt is None and list_checkpoints(output_dir):
         raise EMOError(f"{output_dir} already holds checkpoints of a run; pass --resume latest or choose another --output-dir")
     if dataset is None:
@@ -68,6 +71,10 @@ def train(cfg: TrainConfig, init: str | Path, output_dir: str | Path, resume: st
     # starts several CPU processes only through its torchrun launcher, `--multi_gpu`, or mpirun).
     cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cpu, kwargs_handlers=[ddp])
+    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED) and cfg.ema.enabled:
+        raise EMOError("ema.enabled is not supported with FSDP/DeepSpeed; use DDP or set --ema.enabled=false")
+    if accelerator.distributed_type == DistributedType.DEEPSPEED and cfg.gradient_accumulation_steps > 1:
+        raise EMOError("gradient_accumulation_steps > 1 is not supported with DeepSpeed; raise batch_size or use DDP")
     set_seed(cfg.seed, device_specific=True)
     if cfg.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -111,7 +118,7 @@ def train(cfg: TrainConfig, init: str | Path, output_dir: str | Path, resume: st
         accelerator.register_for_checkpointing(ema)
     state = TrainState(num_processes=accelerator.num_processes)
     if ckpt is not None:
-        state = load_checkpoint(accelerator, ckpt)
+        state = load_checkpoint(accelerator, ckpt, verify=False)
         accelerator.print(f"resumed from {ckpt} at step {state.step}")
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
