@@ -26,21 +26,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Generate a 25 fps talking/singing portrait video as long as the audio, with the audio "
                     "muxed in (H.264 + AAC mp4). See docs/generate.md.",
     )
-    p.add_argument("--image", required=True, help="reference portrait (PNG/JPEG/WebP/..., any mode; one visible face)")
-    p.add_argument("--audio", required=True, help="driving voice/singing audio (wav/mp3/m4a/ogg/flac/..., any rate)")
-    p.add_argument("--out", required=True, help="output .mp4 path (written atomically)")
-    p.add_argument("--model", default=None,
+    p.add_argument("--image", required=True, metavar="PATH", help="reference portrait (PNG/JPEG/WebP/..., any mode; one visible face)")
+    p.add_argument("--audio", required=True, metavar="PATH", help="driving voice/singing audio (wav/mp3/m4a/ogg/flac/..., any rate)")
+    p.add_argument("--out", required=True, metavar="OUT.mp4", help="output .mp4 path (written atomically)")
+    p.add_argument("--model", default=None, metavar="DIR_OR_HUB_ID",
                    help="model folder or Hugging Face Hub id (default: the packaged default model)")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"denoising steps per clip (default {DEFAULT_STEPS})")
-    p.add_argument("--speed", type=float, default=None,
-                   help="target head rotation speed, degrees per frame (default: the pipeline's, 0.5)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--guidance-ref", type=float, default=None, help="reference-image guidance scale (default 2.0; 1 = off)")
-    p.add_argument("--guidance-audio", type=float, default=None, help="audio guidance scale (default 3.0; 1 = off)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, metavar="N", help=f"denoising steps per clip (default {DEFAULT_STEPS})")
+    p.add_argument("--speed", type=float, default=None, metavar="DEG",
+                   help="target head rotation speed, degrees per frame (default 0.5)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
+    p.add_argument("--guidance-ref", type=float, default=None, metavar="SCALE", help="reference-image guidance scale (default 2.0; 1 = off)")
+    p.add_argument("--guidance-audio", type=float, default=None, metavar="SCALE", help="audio guidance scale (default 3.0; 1 = off)")
+    p.add_argument("--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
                    help="weights dtype (default: float16/bfloat16 on GPU, float32 on CPU)")
-    p.add_argument("--decode-chunk-size", type=int, default=8, help="frames the VAE decodes at once (default 8)")
+    p.add_argument("--decode-chunk-size", type=int, default=8, metavar="N", help="frames the VAE decodes at once (default 8)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
     return p
