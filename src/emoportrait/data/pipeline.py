@@ -25,9 +25,9 @@ import dataclasses
 import hashlib
 import json
 import os
+import signal
 import time
 from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -99,12 +99,24 @@ class PreprocessSummary:
 _WORKER: dict = {}
 
 
-def _worker_init(cfg_dict: dict) -> None:
+def make_analyzer(cfg: PreprocessConfig):
+    """The `FaceAnalyzer` preprocessing uses (landmark tracking within each video)."""
     from emoportrait.data.faces import FaceAnalyzer
 
+    return FaceAnalyzer(cfg.backend, cfg.min_confidence, cfg.analysis_max_side, cfg.speed_sigma, cfg.pose, video=True)
+
+
+def _exit_worker(signum, frame):  # noqa: ARG001
+    raise SystemExit(128 + signum)  # unwinds atomic writes (temporary files removed), no traceback
+
+
+def _worker_init(cfg_dict: dict) -> None:
+    # Ctrl-C reaches the whole process group: the parent decides, then terminates the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_worker)
     cfg = PreprocessConfig(**cfg_dict)
     _WORKER["cfg"] = cfg
-    _WORKER["analyzer"] = FaceAnalyzer(cfg.backend, cfg.min_confidence, cfg.analysis_max_side, cfg.speed_sigma, cfg.pose)
+    _WORKER["analyzer"] = make_analyzer(cfg)
 
 
 def _work_paths(work: Path, entry: VideoEntry) -> tuple[Path, Path]:
@@ -131,6 +143,11 @@ def _run_video(entry: VideoEntry, work: str, plan_hash: str, cfg: PreprocessConf
     result["plan"] = plan_hash
     atomic_write_text(res, json.dumps(result, sort_keys=True))
     return result
+
+
+def _pool_task(task: tuple) -> tuple:
+    j, v, work, plan_hash = task
+    return j, v, _run_video(v, work, plan_hash)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,27 +284,24 @@ def run_preprocess(videos: str | os.PathLike, out: str | os.PathLike, cfg: Prepr
             if not remaining[j]:
                 finish(j, None, None)
         if workers <= 1:
-            from emoportrait.data.faces import FaceAnalyzer
-
-            with FaceAnalyzer(cfg.backend, cfg.min_confidence, cfg.analysis_max_side, cfg.speed_sigma, cfg.pose) as fa:
+            with make_analyzer(cfg) as fa:
                 for j, v in todo:
                     finish(j, v, _run_video(v, str(work), plan_hash, cfg, fa))
                     bar.update(1)
         else:
             ctx = get_context("spawn")  # no fork: the parent may hold threads (torch, tqdm)
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                     initargs=(dataclasses.asdict(cfg),)) as pool:
-                try:
-                    pending = {pool.submit(_run_video, v, str(work), plan_hash): (j, v) for j, v in todo}
-                    while pending:
-                        done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                        for fut in done:
-                            j, v = pending.pop(fut)
-                            finish(j, v, fut.result())
-                            bar.update(1)
-                except BaseException:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    raise
+            pool = ctx.Pool(workers, initializer=_worker_init, initargs=(dataclasses.asdict(cfg),))
+            try:
+                tasks = [(j, v, str(work), plan_hash) for j, v in todo]
+                for j, v, result in pool.imap_unordered(_pool_task, tasks, chunksize=1):
+                    finish(j, v, result)
+                    bar.update(1)
+                pool.close()
+            except BaseException:
+                pool.terminate()  # SIGTERM: workers delete their temporary files and exit
+                raise
+            finally:
+                pool.join()
     finally:
         bar.close()
     summary = write_manifest(out)

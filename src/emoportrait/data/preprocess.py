@@ -220,6 +220,7 @@ def process_video(entry: VideoEntry, cfg: PreprocessConfig, analyzer, out_tar: P
             return result
 
     # 2. Face labels of every frame (first decoding pass).
+    analyzer.reset()
     boxes, rotations, frame_hw = [], [], None
     try:
         for frame in iter_video_frames(entry.path, FPS):
