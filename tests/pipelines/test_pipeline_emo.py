@@ -195,3 +195,18 @@ def test_face_detection_path(tiny_pipe):
     tiny_pipe.face_detector = type("NoFace", (), {"detect": lambda self, rgb: None})()
     with pytest.raises(EMOError, match="no face"):
         tiny_pipe(draw_face(256), speech_like(0.08), num_inference_steps=1)
+
+
+def test_audio_encoded_in_bounded_windows(tiny_pipe):
+    audio = speech_like(2.0)  # 50 frames
+    whole = tiny_pipe.encode_audio(audio, 52, "cpu", torch.float32)  # padded to 52 frames
+    tiny_pipe.audio_window_frames, tiny_pipe.audio_context_frames = 12, 4
+    calls = []
+    handle = tiny_pipe.audio_encoder.register_forward_pre_hook(lambda m, args, kw: calls.append(kw["num_frames"]),
+                                                               with_kwargs=True)
+    try:
+        windowed = tiny_pipe.encode_audio(audio, 52, "cpu", torch.float32)
+    finally:
+        handle.remove()
+    assert max(calls) <= 12 + 2 * 4 and len(calls) == 5  # 12-frame windows, 4 frames of context each side
+    torch.testing.assert_close(windowed, whole, atol=1e-4, rtol=1e-4)  # local features: same tokens

@@ -106,6 +106,8 @@ class EMOPipeline(DiffusionPipeline):
 
     model_cpu_offload_seq = "audio_encoder->audio_proj->speed_encoder->face_locator->reference_unet->unet->vae"
     _callback_tensor_inputs = ["latents"]
+    audio_window_frames = 750  # 30 s of audio per audio-encoder call (see `encode_audio`)
+    audio_context_frames = 50  # 2 s of context on each side of a window
 
     def __init__(self, vae, unet, reference_unet, face_locator, audio_encoder, audio_proj, speed_encoder, scheduler):
         super().__init__()
@@ -219,18 +221,29 @@ class EMOPipeline(DiffusionPipeline):
     def encode_audio(self, waveform: np.ndarray, num_frames: int, device, dtype) -> torch.Tensor:
         """Audio tokens for `num_frames` video frames, computed once for the whole audio.
 
+        The encoder runs on windows of `audio_window_frames` frames with `audio_context_frames` of
+        audio on each side (kept only as context), so a wav2vec2 encoder's attention never spans
+        more than ~34 s and memory stays bounded for any audio length; the projection's +-m window
+        then runs over the whole sequence, so clip boundaries see their true neighbours.
+
         Args:
-            waveform: (S,) float32 at 16 kHz; zero-padded to `num_frames` x 640 samples.
+            waveform: (S,) float32 at 16 kHz; zero-padded (or cut) to `num_frames` x 640 samples.
 
         Returns:
             (1, num_frames, K, Ca) tokens (K = 2m+1 window of paper 3.2's audio layers).
         """
         wave = torch.from_numpy(np.asarray(waveform, dtype=np.float32))
         need = num_frames * SAMPLES_PER_FRAME
-        if wave.numel() < need:
-            wave = torch.nn.functional.pad(wave, (0, need - wave.numel()))
-        enc_dtype = getattr(self.audio_encoder, "dtype", torch.float32)
-        features = self.audio_encoder(wave[None].to(device=device, dtype=enc_dtype), num_frames=num_frames)  # (1, T, L, D)
+        wave = torch.nn.functional.pad(wave, (0, need - wave.numel())) if wave.numel() < need else wave[:need]
+        wave = wave[None].to(device=device, dtype=getattr(self.audio_encoder, "dtype", torch.float32))  # (1, S)
+        window, context = self.audio_window_frames, self.audio_context_frames
+        chunks = []
+        for start in range(0, num_frames, window):
+            end = min(start + window, num_frames)
+            lo, hi = max(0, start - context), min(num_frames, end + context)
+            features = self.audio_encoder(wave[:, lo * SAMPLES_PER_FRAME : hi * SAMPLES_PER_FRAME], num_frames=hi - lo)
+            chunks.append(features[:, start - lo : end - lo])  # (1, end - start, L, D)
+        features = torch.cat(chunks, dim=1)  # (1, T, L, D)
         return self.audio_proj(features.to(self.audio_proj.dtype)).to(dtype)  # (1, T, K, Ca)
 
     def encode_speed(self, speed: float | None, device, dtype) -> torch.Tensor | None:
