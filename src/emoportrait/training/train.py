@@ -60,6 +60,11 @@ def train(cfg: TrainConfig, init: str | Path, output_dir: str | Path, resume: st
         read_checkpoint_state(ckpt)  # sizes + checksums, before any model loads
     if ckpt is None and list_checkpoints(output_dir):
         raise EMOError(f"{output_dir} already holds checkpoints of a run; pass --resume latest or choose another --output-dir")
+    val_inputs = None
+    if cfg.log.validation_every and cfg.stage != "vae":
+        from emoportrait.training.validation import run_validation, validation_inputs
+
+        val_inputs = validation_inputs(cfg, init)
     if dataset is None:
         from emoportrait.training.datasets import build_stage_dataset
 
@@ -160,10 +165,9 @@ def train(cfg: TrainConfig, init: str | Path, output_dir: str | Path, resume: st
         if (cfg.checkpoint.every and state.step % cfg.checkpoint.every == 0) or state.step == cfg.max_steps:
             save_checkpoint(accelerator, output_dir, state, cfg)
             log.plot()
-        if cfg.log.validation_every and state.step % cfg.log.validation_every == 0 and cfg.stage != "vae":
-            from emoportrait.training.validation import run_validation
-
-            run_validation(accelerator, pipe, cfg, output_dir, state.step)
+        if val_inputs is not None and state.step % cfg.log.validation_every == 0 and accelerator.distributed_type not in (
+                DistributedType.FSDP, DistributedType.DEEPSPEED):  # sharded weights: validate from OUT/model instead
+            run_validation(accelerator, pipe, cfg, val_inputs, output_dir, state.step)
 
     # 7. The model folder: EMA weights if kept, gathered from every shard, written atomically.
     accelerator.wait_for_everyone()
