@@ -9,7 +9,8 @@ import torch
 from emo_gen_helpers import speech_like
 
 from emoportrait.errors import EMOError
-from emoportrait.pipelines.pipeline_emo import EMOPipeline, combine_guidance, guidance_branches
+from emoportrait.pipelines.guidance import combine_guidance, guidance_branches
+from emoportrait.pipelines.pipeline_emo import EMOPipeline
 
 STEPS = 2
 

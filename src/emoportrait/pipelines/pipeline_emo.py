@@ -26,6 +26,7 @@ from diffusers.utils.torch_utils import randn_tensor
 import emoportrait.models  # noqa: F401  (diffusers resolves the model folder's classes in loaded modules)
 from emoportrait.data.media import FPS, SAMPLE_RATE
 from emoportrait.errors import EMOError
+from emoportrait.pipelines.guidance import combine_guidance, guidance_branches
 from emoportrait.pipelines.pipeline_output import EMOPipelineOutput
 from emoportrait.pipelines.preprocessing import load_audio, load_image, num_video_frames, prepare_reference
 
@@ -53,37 +54,6 @@ class GenerationInputs:
     speed_embeds: torch.Tensor | None
     num_frames: int
     num_clips: int
-
-
-def guidance_branches(guidance_scale_ref: float, guidance_scale_audio: float) -> list[tuple[bool, bool]]:
-    """The (use_reference, use_audio) condition sets the guidance formula needs, in batch order.
-
-    eps = eps(-,-) + g_ref (eps(r,-) - eps(-,-)) + g_audio (eps(r,a) - eps(r,-)); a branch whose
-    coefficient vanishes (scale 1) is not computed.
-    """
-    branches = [(True, True)]
-    if guidance_scale_audio != 1.0 or guidance_scale_ref != 1.0:
-        branches.insert(0, (True, False))
-    if guidance_scale_ref != 1.0:
-        branches.insert(0, (False, False))
-    return branches
-
-
-def combine_guidance(noise_pred: torch.Tensor, branches: list[tuple[bool, bool]], guidance_scale_ref: float,
-                     guidance_scale_audio: float) -> torch.Tensor:
-    """Classifier-free guidance with separate reference and audio scales.
-
-    Args:
-        noise_pred: (len(branches), 4, F, h, w) predictions of the branches in `branches` order.
-
-    Returns:
-        (1, 4, F, h, w) guided eps.
-    """
-    preds = dict(zip(branches, noise_pred.chunk(len(branches))))
-    eps_ra = preds[(True, True)]
-    eps_r = preds.get((True, False), eps_ra)
-    eps_0 = preds.get((False, False), eps_r)
-    return eps_0 + guidance_scale_ref * (eps_r - eps_0) + guidance_scale_audio * (eps_ra - eps_r)
 
 
 class EMOPipeline(DiffusionPipeline):
@@ -293,7 +263,7 @@ class EMOPipeline(DiffusionPipeline):
                       progress_bar) -> torch.Tensor:
         """Denoise one clip of F frames; returns its clean latents (1, 4, F, h, w)."""
         device, dtype = self._execution_device, self.unet.dtype
-        f, n = self.num_frames, self.num_motion_frames
+        f = self.num_frames
         branches = guidance_branches(guidance_scale_ref, guidance_scale_audio)
         nb = len(branches)
         use_ref = torch.tensor([r for r, _ in branches], device=device, dtype=dtype)  # (nb,)
@@ -343,7 +313,6 @@ class EMOPipeline(DiffusionPipeline):
                 callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
                 latents = callback_outputs.pop("latents", latents)
             progress_bar.update()
-        del n
         return latents
 
     def _iter_clips(self, inputs: GenerationInputs, num_inference_steps, guidance_scale_ref, guidance_scale_audio,
