@@ -121,3 +121,16 @@ def test_trainable_groups_are_configurable_and_checked():
     cfg.trainable = ["wings"]
     with pytest.raises(EMOError, match="unknown trainable group"):
         cfg.validate()
+
+
+def test_vae_stage_trains_only_the_vae_and_measures_its_scaling_factor(tiny_model_dir, tmp_path):
+    out = train(fast_config("vae", max_steps=2, batch_size=2), tiny_model_dir, tmp_path / "vae",
+                dataset=ContractDataset("vae", num_clips=4))
+    d = _diff(tiny_model_dir, out)
+    assert _changed(d, "vae")
+    for part in ("unet", "reference_unet", "face_locator", "audio_proj", "speed_encoder"):
+        assert all(c == 0 for c, _ in d[part].values()), part
+    scale = json.loads((out / "vae" / "config.json").read_text())["scaling_factor"]
+    assert scale != 1.0 and scale > 0
+    assert json.loads((out / "emo_training.json").read_text())["stages"] == ["vae"]
+    check_init(out, "1")  # stage 1 may start from it
