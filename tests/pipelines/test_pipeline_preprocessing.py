@@ -108,7 +108,7 @@ def test_no_face_is_an_error():
 def test_framing_and_mask():
     # Face box 40x50 at the centre of a 400x300 image: crop side 2 x 50 = 100, centred on the box.
     det = BoxDetector((180, 125, 220, 175))
-    ref = pp.prepare_reference(np.zeros((300, 400, 3), np.uint8), 64, detector=det)
+    ref = pp.prepare_reference(np.zeros((300, 400, 3), np.uint8), 64, detector=det, crop_scale=2.0, mask_scale=1.5)
     assert det.calls == 1
     assert ref.crop_box == pytest.approx((150, 100, 250, 200))
     assert ref.image.shape == (64, 64, 3)
@@ -121,6 +121,18 @@ def test_framing_and_mask():
     # A face near the corner: the crop shrinks to fit and shifts inside; no padded pixels.
     crop = pp.square_crop_box((0, 0, 150, 150), 400, 200)
     assert crop == (0, 0, 200, 200)
+
+
+def test_framing_matches_training_crops():
+    from emoportrait.data.preprocess import PreprocessConfig
+
+    assert pp.TRAIN_CROP_SCALE == PreprocessConfig().crop_scale
+    assert pp.CROP_SCALE == pytest.approx(pp.TRAIN_CROP_SCALE * pp.MASK_SCALE)
+    # Training crops 1.6 x the union around the union; the mask is the union: the same ratio here.
+    ref = pp.prepare_reference(np.zeros((600, 600, 3), np.uint8), 64, detector=BoxDetector((250, 240, 350, 360)))
+    ys, xs = np.nonzero(ref.face_mask)
+    union_side = max(xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+    assert 64 / union_side == pytest.approx(pp.TRAIN_CROP_SCALE, rel=0.03)
 
 
 def test_real_detector_frames_the_drawn_face():

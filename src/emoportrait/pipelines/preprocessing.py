@@ -9,15 +9,17 @@ Framing of the reference image (documented in docs/generate.md):
    so a 50-megapixel photo costs no more than a 2-megapixel one.
 3. The face is detected (MediaPipe face detection, as in paper section 4.1, through
    `emoportrait.data.faces.FaceDetector`); with several faces the largest box is used.
-4. The crop is a square of side `CROP_SCALE` x the face box's long side, centred on the box's
-   centre (the face fills about half the frame: head, hair and neck visible, as in talking-head
-   datasets). Where that square leaves the image it is shrunk to the image's short side and
-   shifted inside the image, so the crop never contains invented (padded) pixels.
+4. Framing matches training. Preprocessing crops each training clip to a square of
+   `TRAIN_CROP_SCALE` (1.6) x the larger side of the union of the clip's face boxes, centred on the
+   union (`emoportrait.data.preprocess`), and the face-region mask M (paper 3.2, Face Locator) is
+   that union. One photo has one box, so the union is estimated as the box enlarged
+   `MASK_SCALE` (1.2) times about its centre (on synthetic-world clips the union is 1.01-1.22x a
+   single box, median 1.12, for 2 s clips; real 10 s clips move more). Hence the crop is a square of
+   `CROP_SCALE` = 1.6 x 1.2 = 1.92 x the box's long side centred on the box (the face fills about
+   half the frame: head, hair and neck visible). Where that square leaves the image it is shrunk
+   to the image's short side and shifted inside, so the crop never contains invented pixels.
 5. The crop is resized to the model's square size (Lanczos).
-6. The face-region mask M (paper section 3.2, Face Locator) is the face box in crop coordinates
-   enlarged by `MASK_SCALE` about its centre: in training M is the union of a clip's face boxes,
-   which is larger than one box because the head moves, so a single box is widened to leave the
-   head the same room to move.
+6. The mask M is the enlarged box in crop coordinates, clipped to the frame.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ from emoportrait.errors import EMOError
 
 MAX_SIDE = 2048  # px; longer images are downscaled before face detection
 MIN_SIDE = 32  # px; smaller images cannot hold a recognisable face
-CROP_SCALE = 2.0  # crop side / face box long side
-MASK_SCALE = 1.5  # face-region mask side / face box side (per axis)
+TRAIN_CROP_SCALE = 1.6  # = emoportrait.data.preprocess.PreprocessConfig.crop_scale (tested)
+MASK_SCALE = 1.2  # estimated face-box union of a clip / one face box (per axis)
+CROP_SCALE = TRAIN_CROP_SCALE * MASK_SCALE  # crop side / face box long side (1.92)
 
 Box = tuple[float, float, float, float]  # (x0, y0, x1, y1) pixels, x1/y1 exclusive
 
