@@ -220,3 +220,17 @@ def test_streaming_epochs_and_resume(folder):
 def test_missing_manifest(tmp_path):
     with pytest.raises(EMOError, match="run `emoportrait preprocess"):
         ImageClipDataset(tmp_path)
+
+
+def test_audio_feature_cache_from_a_model_folder(folder, tmp_path, capsys):
+    from emoportrait.cli import main
+    from emoportrait.models import LogMelAudioEncoder
+
+    encoder = LogMelAudioEncoder()
+    encoder.save_pretrained(tmp_path / "model" / "audio_encoder")
+    assert main(["preprocess", "--out", str(folder), "--audio-features", str(tmp_path / "model"), "--no-progress"]) == 0
+    assert "audio features in" in capsys.readouterr().out
+    item = VideoClipDataset(folder)[0]
+    feats = item["audio_features"]
+    assert feats.shape == (20, 1, encoder.feature_dim) and torch.isfinite(feats).all()
+    assert main(["preprocess", "--out", str(folder), "--audio-features", str(tmp_path / "nothing")]) == 2

@@ -16,7 +16,7 @@ import argparse
 import dataclasses
 import typing
 
-from emoportrait.data.preprocess import PreprocessConfig
+from emoportrait.data.preprocess_config import PreprocessConfig
 from emoportrait.errors import EMOError
 
 _PREFIX = "cfg:"

@@ -133,7 +133,7 @@ def _run_video(entry: VideoEntry, work: str, plan_hash: str, cfg: PreprocessConf
         result = process_video(entry, cfg, analyzer, tar)
     except EMOError as e:
         result = {"video": entry.rel, "video_id": entry.video_id, "seconds": 0.0, "clips": [],
-                  "skipped": [{"video": entry.rel, "reason": "unreadable", "detail": str(e)}]}
+                  "skipped": [{"video": entry.rel, "reason": "unreadable", "detail": str(e).replace(entry.path, entry.rel)}]}
     except (KeyboardInterrupt, MemoryError):
         raise
     except Exception as e:  # never fatal: one bad file must not stop a corpus run

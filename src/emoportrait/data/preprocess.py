@@ -17,7 +17,6 @@ Memory stays bounded by one clip: frames are streamed twice instead of being hel
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import re
 from dataclasses import dataclass
@@ -27,72 +26,11 @@ import numpy as np
 
 from emoportrait.data import clips as C
 from emoportrait.data.media import FPS, SAMPLE_RATE, iter_video_frames, probe_video, read_audio
+from emoportrait.data.preprocess_config import REASONS, PreprocessConfig
 from emoportrait.data.shards import TarSampleWriter, encode_clip
 from emoportrait.errors import EMOError
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".flv", ".mpg", ".mpeg", ".ts")
-
-# Skip reasons (the manifest's vocabulary).
-REASONS = {
-    "unreadable": "the file does not open or has no decodable video stream",
-    "no_audio": "no audio stream (pass allow_no_audio=true to keep such clips for stage 1 only)",
-    "bad_audio": "the audio stream does not decode",
-    "too_short": "the video, or a face segment of it, is shorter than min_clip_seconds",
-    "no_face": "no face, or the face is missing in too many frames",
-    "face_too_small": "the face box is smaller than min_face_px in the source frames",
-    "error": "an unexpected error while processing (details in the manifest)",
-}
-
-
-@dataclass
-class PreprocessConfig:
-    """Settings of `emoportrait preprocess` (each is also a `key=value` override on the CLI)."""
-
-    size: int = 512  # side of the square training frames, pixels (paper: 512)
-    clip_seconds: float = 10.0  # longest clip; longer face segments are split evenly
-    min_clip_seconds: float = 1.0  # shorter videos / face segments are skipped (too_short)
-    backend: str = "mediapipe"  # face backend: mediapipe (paper) | dlib
-    min_confidence: float = 0.5  # face detector score threshold
-    analysis_max_side: int = 640  # frames are analysed downscaled to this long side
-    crop_scale: float = 1.6  # crop side = crop_scale x larger side of the clip's face-box union
-    max_gap_frames: int = 12  # face dropouts up to this many frames are bridged (interpolated)
-    cut_iou: float = 0.3  # face-box IoU between successive frames below this = a cut
-    max_missing_fraction: float = 0.25  # clip rejected (no_face) if more frames lack a detection
-    min_face_px: float = 32.0  # median face-box side in the source frames, pixels
-    pose: str = "auto"  # head pose: auto (mediapipe: 3D mesh fit; dlib: solvePnP) | pnp (solvePnP, 6 points)
-    speed_sigma: float = 1.5  # Gaussian smoothing of the head pose before differencing, frames
-    audio_context: int = 8  # frames of audio stored before and after each clip (>= window m)
-    image_format: str = "jpg"  # jpg | png
-    jpeg_quality: int = 95
-    videos_per_shard: int = 8  # shard size in videos (shards hold whole videos)
-    allow_no_audio: bool = False  # keep videos without audio (stage-1-only clips, as VFHQ in the paper)
-
-    def validate(self) -> None:
-        if self.size < 8 or self.size % 8:
-            raise EMOError(f"size must be a positive multiple of 8, got {self.size}")
-        if self.min_clip_seconds * FPS < 2:
-            raise EMOError("min_clip_seconds must be at least 2 frames (0.08 s)")
-        if self.clip_seconds < 2 * self.min_clip_seconds:
-            raise EMOError("clip_seconds must be at least twice min_clip_seconds (clips are split evenly)")
-        if self.image_format not in ("jpg", "png"):
-            raise EMOError(f"image_format must be jpg or png, got {self.image_format!r}")
-        if self.crop_scale < 1.0:
-            raise EMOError(f"crop_scale must be >= 1 (the crop contains every face box), got {self.crop_scale}")
-        if self.videos_per_shard < 1:
-            raise EMOError("videos_per_shard must be >= 1")
-        if self.backend not in ("mediapipe", "dlib"):
-            raise EMOError(f"backend must be mediapipe or dlib, got {self.backend!r}")
-        if self.pose not in ("auto", "pnp"):
-            raise EMOError(f"pose must be auto or pnp, got {self.pose!r}")
-
-    @property
-    def min_frames(self) -> int:
-        return max(2, math.ceil(self.min_clip_seconds * FPS))
-
-    @property
-    def max_frames(self) -> int:
-        return int(self.clip_seconds * FPS)
-
 
 @dataclass(frozen=True)
 class VideoEntry:
@@ -144,7 +82,9 @@ def list_videos(source: str | os.PathLike) -> list[VideoEntry]:
 
 
 def _skip(entry: VideoEntry, reason: str, detail: str = "", start: int | None = None, end: int | None = None) -> dict:
-    item = {"video": entry.rel, "reason": reason, "detail": detail}
+    # Messages name the video by its relative name: parts made on machines that mount the
+    # corpus elsewhere stay identical.
+    item = {"video": entry.rel, "reason": reason, "detail": detail.replace(entry.path, entry.rel)}
     if start is not None:
         item.update(start_frame=int(start), end_frame=int(end), seconds=(end - start) / FPS)
     return item
@@ -324,3 +264,7 @@ def _write_clip(writer, entry, index, clip, crop, images, filled, detected, rot_
     writer.write(key, encode_clip(key, meta, arrays, images))
     return {k: meta[k] for k in ("key", "video", "start_frame", "num_frames", "has_audio", "face_fraction",
                                  "face_px", "speed_mean", "speed_p90")} | {"seconds": (e - s) / FPS}
+
+
+__all__ = ["REASONS", "VIDEO_EXTENSIONS", "PreprocessConfig", "VideoEntry", "list_videos", "load_aligned_audio",
+           "process_video"]
