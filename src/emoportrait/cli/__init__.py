@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = list(getattr(args, "overrides", None) or []) + unknown
     if not args.verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        # Read by diffusers/transformers when they are first imported (they reset logger levels then).
+        os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         logging.getLogger().setLevel(logging.ERROR)
         for name in ("diffusers", "transformers", "accelerate"):
             logging.getLogger(name).setLevel(logging.ERROR)
