@@ -2,7 +2,7 @@
 
     emoportrait synth --out world/ --identities 40 --clips-per-identity 20 --workers 2
     emoportrait synth --out world/ --identities 8 --clips-per-identity 4 --sheet   # + contact_sheet.png
-    emoportrait synth --out world/ --sheet-only                                     # sheet of an existing world
+    emoportrait synth --out world/ --no-render --sheet --check                      # an existing world
 
 Every `SynthConfig` key is also an option (`--sung_fraction 0.3`), applied after `--config`.
 Rerunning the same command resumes. See docs/synth.md.
@@ -40,9 +40,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="world seed; same seed, same files (default 0)")
     p.add_argument("--workers", type=int, default=1, help="parallel rendering processes (default 1)")
     p.add_argument("--config", default=None, help="YAML file of SynthConfig keys")
-    p.add_argument("--sheet", action="store_true", help="also write OUT/contact_sheet.png when done")
-    p.add_argument("--sheet-only", action="store_true",
-                   help="render nothing: write OUT/contact_sheet.png of the world already in OUT")
+    p.add_argument("--sheet", action="store_true",
+                   help="write OUT/contact_sheet.png: identities, a strip of frames and its mouth/head curves")
+    p.add_argument("--check", action="store_true",
+                   help="measure pixels/audio/face-detector agreement with the ground truth -> OUT/check.json")
+    p.add_argument("--check-clips", type=int, default=24, help="clips measured by --check (default 24)")
+    p.add_argument("--no-render", action="store_true",
+                   help="render nothing; only --sheet / --check the world already in OUT")
     p.add_argument("--overwrite", action="store_true", help="replace a world made with other settings in OUT")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     keys = p.add_argument_group("config keys", "any other SynthConfig key, applied after --config")
@@ -63,10 +67,10 @@ def run(args: argparse.Namespace) -> int:
     from emoportrait.config import load_config
 
     out = Path(args.out)
-    if args.sheet_only:
-        from emoportrait.data.synth.sheet import make_sheet
-
-        print(f"emoportrait synth: contact sheet {make_sheet(out)}")
+    if args.no_render:
+        if not (args.sheet or args.check):
+            raise EMOError("--no-render needs --sheet and/or --check")
+        _report(out, args)
         return 0
     if args.workers < 1:
         raise EMOError("--workers must be >= 1")
@@ -85,8 +89,20 @@ def run(args: argparse.Namespace) -> int:
     splits = ", ".join(f"{k}={len(v)}" for k, v in manifest["splits"].items())
     print(f"emoportrait synth: {len(manifest['clips'])} clips ({seconds:.0f} clip-seconds; {splits}) "
           f"in {out} after {elapsed:.1f} s")
+    _report(out, args)
+    return 0
+
+
+def _report(out, args: argparse.Namespace) -> None:
+    import json
+
     if args.sheet:
         from emoportrait.data.synth.sheet import make_sheet
 
         print(f"emoportrait synth: contact sheet {make_sheet(out)}")
-    return 0
+    if args.check:
+        from emoportrait.data.synth.check import check_world
+
+        report = check_world(out, max_clips=max(1, args.check_clips))
+        print(f"emoportrait synth: check of {report['clips']} clips -> {out / 'check.json'}")
+        print(json.dumps(report, indent=1))

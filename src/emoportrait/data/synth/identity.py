@@ -92,7 +92,9 @@ def make_identity(seed: int, index: int) -> Identity:
     skin = _color(rng, _SKIN, 6)
     hair = _color(rng, _HAIR, 10)
     feminine = bool(rng.random() < 0.5)
-    beard = (not feminine) and rng.random() < 0.35
+    beard_lum = float(np.mean(np.array(hair) * 0.65 + np.array(skin) * 0.35))
+    # A beard must stay clearly lighter than the mouth interior, or the mouth would vanish in it.
+    beard = (not feminine) and rng.random() < 0.35 and beard_lum > 75
     brow = tuple(int(v) for v in np.clip(np.array(hair) * 0.6 + np.array([20, 15, 10]) * 0.4, 0, 255))
     # Background: two related colours, far enough from the skin tone that the face stands out.
     hue = rng.uniform(0, 1)
@@ -134,7 +136,7 @@ def make_identity(seed: int, index: int) -> Identity:
         lip_color=_color(rng, _LIPS, 8) if feminine else tuple(
             int(v) for v in np.array(skin) * 0.55 + np.array(_LIPS[3]) * 0.45),
         lip_thickness=(float(rng.uniform(0.045, 0.07)), float(rng.uniform(0.06, 0.09))),
-        max_opening=float(rng.uniform(0.26, 0.32)),
+        max_opening=float(rng.uniform(0.34, 0.42)),
         jaw_drop=float(rng.uniform(0.5, 0.7)),
         ear_size=float(rng.uniform(0.2, 0.26)),
         glasses=bool(rng.random() < 0.25),

@@ -313,7 +313,7 @@ class Renderer:
             inside = sf.lift(np.concatenate([xs, xs[::-1]]), np.concatenate([inner_up, inner_lo[::-1]]), 0.02)
             self._poly(img, pose.project(inside), _MOUTH_INSIDE)
             k = np.abs(s) < 0.7
-            th = min(0.045, 0.3 * h_open)
+            th = min(0.035, 0.22 * h_open)
             teeth = sf.lift(np.concatenate([xs[k], xs[k][::-1]]),
                             np.concatenate([inner_up[k], (inner_up[k] + th * bump[k])[::-1]]), 0.02)
             self._poly(img, pose.project(teeth), _TEETH)
@@ -331,13 +331,18 @@ class Renderer:
         }
 
     def _beard(self, img, pose: HeadPose, drop: float, h_open: float) -> None:
+        """Full beard from the sideburns around the chin, with a moustache; lighter than the hair
+        (blended with the skin) so that the dark mouth interior still stands out."""
         idn, sf = self.ident, self.surface
-        ym = idn.mouth_y
-        loop = sf.outline(0.25, idn.nose_y + 0.05)
-        top_x = np.array([0.75, 0.45, 0.2, 0.0, -0.2, -0.45, -0.75])
-        top_y = np.array([idn.nose_y + 0.05, ym - 0.12, ym - 0.15, ym - 0.13, ym - 0.15, ym - 0.12, idn.nose_y + 0.05])
-        top = sf.lift(top_x * sf.half_width(top_y), top_y, 0.01)
-        self._poly(img, pose.project(sf.jaw(np.concatenate([loop, top]), drop)), _shade(idn.hair_color, 0.85))
+        ym, top = idn.mouth_y, idn.eye_y + 0.18
+        loop = sf.outline(0.25, top)  # down the image-right side, around the chin, up the left side
+        half = np.array([0.97, 0.8, 0.55, 0.3, 0.12, 0.0])
+        hy = np.array([top, idn.nose_y - 0.02, ym - 0.08, ym - 0.13, ym - 0.15, ym - 0.12])
+        xs, ys = np.concatenate([-half, half[-2::-1]]), np.concatenate([hy, hy[-2::-1]])  # left to right
+        edge_x = xs * sf.half_width(ys) * np.sqrt(np.clip(0.9375 - (ys / sf.b) ** 2, 0, 1))
+        color = np.array(idn.hair_color, np.float64) * 0.65 + np.array(idn.skin, np.float64) * 0.35
+        shape = np.concatenate([loop, sf.lift(edge_x, ys, 0.01)])
+        self._poly(img, pose.project(sf.jaw(shape, drop)), color)
 
     def _glasses(self, img, pose: HeadPose, unit: float) -> None:
         idn, sf = self.ident, self.surface
