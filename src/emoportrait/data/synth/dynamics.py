@@ -31,7 +31,7 @@ class AudioFeatures:
     """Per-frame audio descriptors, frame t centred on t / 25 s."""
 
     db: np.ndarray  # (T,) RMS level in dBFS over 40 ms
-    level: np.ndarray  # (T,) loudness 0..1 relative to the clip's loud frames (0 when silent)
+    level: np.ndarray  # (T,) loudness 0..1: (RMS / the clip's loud RMS)^0.6, 0 when silent
     active: np.ndarray  # (T,) bool: sound above the silence gate
     openness: np.ndarray  # (T,) 0..1 from the F1-band centroid (open vowels /a/ -> 1)
     spread: np.ndarray  # (T,) 0..1 from the F2-band centroid (/i/ -> 1, /u/ /o/ -> 0)
@@ -53,8 +53,9 @@ def audio_features(audio: np.ndarray, num_frames: int) -> AudioFeatures:
     db = 10 * np.log10(np.mean(rms_win.astype(np.float64) ** 2, axis=1) + 1e-12)
     loud = db[db > -55]
     ref = np.percentile(loud, 98) if loud.size else -55.0
-    active = (db > max(-55.0, ref - 32.0))
-    level = np.clip((db - (ref - 35.0)) / 35.0, 0, 1) * active
+    active = db > max(-55.0, ref - 32.0)
+    # Loudness ~ intensity^0.3 = amplitude^0.6 (Stevens' power law), relative to the clip's loud frames.
+    level = np.clip(10 ** ((db - ref) / 20 * 0.6), 0, 1) * active
 
     spec_win = _frames(audio, num_frames, 1024) * np.hanning(1024).astype(np.float32)
     power = np.abs(np.fft.rfft(spec_win, axis=1)) ** 2  # (T, 513)
@@ -81,7 +82,7 @@ def audio_features(audio: np.ndarray, num_frames: int) -> AudioFeatures:
 
 def mouth_track(feat: AudioFeatures) -> tuple[np.ndarray, np.ndarray]:
     """Mouth opening (0 closed .. 1 widest) and width (x neutral) per frame, from the audio alone."""
-    target = feat.level**0.8 * (0.4 + 0.6 * feat.openness) * (1 - 0.5 * feat.fricative)
+    target = feat.level**0.8 * (0.55 + 0.45 * feat.openness) * (1 - 0.4 * feat.fricative)
     target = np.where(feat.active, target, 0.0)
     # A little co-articulation: the mouth cannot jump between frames (symmetric, sigma 0.7 frame).
     opening = gaussian_filter1d(target, 0.7, mode="nearest")
