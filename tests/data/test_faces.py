@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from emoportrait.data import faces
+from emoportrait.data import faces, headpose
 from emoportrait.data.faces import (
     FaceAnalyzer,
     FaceDetector,
@@ -70,8 +70,8 @@ def test_landmarks_both_schemes():
 
 
 def test_solvepnp_recovers_known_rotations():
-    names = list(faces._GENERIC_FACE_3D)
-    model = np.array([faces._GENERIC_FACE_3D[n] for n in names])
+    names = list(headpose._GENERIC_FACE_3D)
+    model = np.array([headpose._GENERIC_FACE_3D[n] for n in names])
     for scheme, k in (("mediapipe468", 468), ("dlib68", 68)):
         for ypr in ((0, 0, 0), (20, -10, 5), (-35, 15, -8)):
             true = Rotation.from_euler("YXZ", ypr, degrees=True).as_matrix()
@@ -83,7 +83,7 @@ def test_solvepnp_recovers_known_rotations():
 
 
 def test_mesh_fit_recovers_rotation_differences():
-    idx, model = faces._generic_mesh()
+    idx, model = headpose._generic_mesh()
     rng = np.random.default_rng(0)
     r1 = Rotation.from_euler("YXZ", (10, 5, -3), degrees=True).as_matrix()
     r2 = Rotation.from_euler("YXZ", (13, 4, -2), degrees=True).as_matrix()
