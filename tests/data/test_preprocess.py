@@ -244,3 +244,16 @@ def test_cli(corpus, tmp_path, capsys):
     assert "shards 4/4" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["preprocess", "--help"])
+
+
+def test_shards_are_plain_webdataset(corpus):
+    import webdataset as wds
+
+    _, out, _ = corpus
+    manifest = json.loads((out / "manifest.json").read_text())
+    urls = [str(out / s["name"]) for s in manifest["shards"]]
+    samples = list(wds.WebDataset(urls, shardshuffle=False))
+    assert [s["__key__"] for s in samples] == [c["key"] for c in manifest["clips"]]
+    for s in samples:
+        meta = json.loads(s["json"])
+        assert {"boxes.npy", "speed.npy", "audio.npy", "00000.jpg", f"{meta['num_frames'] - 1:05d}.jpg"} <= set(s)
