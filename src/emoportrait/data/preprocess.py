@@ -46,7 +46,7 @@ class VideoEntry:
     @property
     def video_id(self) -> str:
         stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(self.rel).stem)[:40].strip("-") or "video"
-        return f"{stem}-{self.digest[:8]}"
+        return f"{stem}-{self.digest[:12]}"  # 48 bits: unique even for many files named video.mp4
 
 
 def list_videos(source: str | os.PathLike) -> list[VideoEntry]:
@@ -71,6 +71,8 @@ def list_videos(source: str | os.PathLike) -> list[VideoEntry]:
     rels = [e.rel for e in entries]
     if len(set(rels)) != len(rels):
         raise EMOError(f"--videos {source}: the same video is listed twice")
+    if len({e.video_id for e in entries}) != len(entries):
+        raise EMOError(f"--videos {source}: two video names hash alike; rename one of them")
     if not entries:
         raise EMOError(f"--videos {source}: no videos found (extensions {', '.join(VIDEO_EXTENSIONS)})")
     return entries
