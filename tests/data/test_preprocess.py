@@ -257,3 +257,17 @@ def test_shards_are_plain_webdataset(corpus):
     for s in samples:
         meta = json.loads(s["json"])
         assert {"boxes.npy", "speed.npy", "audio.npy", "00000.jpg", f"{meta['num_frames'] - 1:05d}.jpg"} <= set(s)
+
+
+def test_silent_videos_can_be_kept_for_stage_1(corpus, tmp_path):
+    from emoportrait.data.datasets import ImageClipDataset, VideoClipDataset
+
+    raw, _, _ = corpus
+    summary = run_preprocess(raw / "no_audio.mp4", tmp_path / "out", PreprocessConfig(**CFG, allow_no_audio=True),
+                             progress=False)
+    assert summary.clips == 1 and not summary.skipped
+    clip = next(iter_clips(tmp_path / "out" / "shard-000000.tar"))
+    assert not clip.meta["has_audio"] and not clip.arrays["audio"].any()
+    assert len(ImageClipDataset(tmp_path / "out")) == 1
+    with pytest.raises(EMOError, match="and audio"):
+        VideoClipDataset(tmp_path / "out", num_frames=8, num_motion_frames=2)
