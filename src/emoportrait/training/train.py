@@ -8,6 +8,7 @@ CPU or GPUs, FSDP/DeepSpeed with the configs in `configs/accelerate/`), multi-no
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from pathlib import Path
@@ -157,6 +158,8 @@ def train(cfg: TrainConfig, init: str | Path, output_dir: str | Path, resume: st
         state.step += 1
 
         loss_mean = accelerator.reduce(loss_sum / accum, reduction="mean").item()
+        if not math.isfinite(loss_mean):  # the checkpoints before this step stay as they are
+            raise EMOError(f"the loss became {loss_mean} at step {state.step}; lower optim.lr or resume from an earlier checkpoint")
         log.log(state.step, {"loss": loss_mean, "lr": lr, "grad_norm": None if grad_norm is None else float(grad_norm),
                              "epoch": state.epoch, "samples": state.step * samples_per_step,
                              "seconds": round(time.time() - t0, 3)})
