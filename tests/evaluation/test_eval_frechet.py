@@ -52,6 +52,10 @@ def test_singular_covariances_feature_sets():
     assert d_ab == pytest.approx(d_ba, rel=1e-6)
     assert frechet_distance_features(a, a) == pytest.approx(0.0, abs=1e-8)
     assert frechet_distance_features(a, b, method="sqrtm") == pytest.approx(d_ab, rel=1e-4)
+    # The low-rank (nuclear-norm) path used for N < D equals the full eigen-decomposition.
+    assert frechet_distance_features(a, b, method="eigh") == pytest.approx(d_ab, rel=1e-6)
+    c = rng.standard_normal((80, 50)) * 2  # N > D: full path
+    assert frechet_distance_features(c, b) == pytest.approx(frechet_distance_features(c, b, method="sqrtm"), rel=1e-6)
 
 
 def test_sample_estimate_converges_to_population_value():

@@ -32,6 +32,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="metric weights: pt_inception-2015-12-05-6726825d.pth (FID), i3d_torchscript.pt (FVD), "
                         "syncnet_v2.model (SyncNet), optional expression_net.pt (E-FID); absent ones are reported unavailable")
     p.add_argument("--out", required=True, metavar="REPORT_DIR", type=Path, help="report folder (replaced atomically)")
+    p.add_argument("--split", default=None,
+                   help="manifest split(s) to score, comma-separated, or 'all' (default: heldout_identity, "
+                        "the identity-disjoint test split as in the paper)")
     p.add_argument("--frame-stride", type=int, default=1, help="FID/E-FID use every k-th frame (protocol: 1)")
     p.add_argument("--clip-frames", type=int, default=None,
                    help="frames per generated clip for the seam metric (default: the model's, else 12)")
@@ -58,12 +61,13 @@ def run(args: argparse.Namespace) -> int:
             raise EMOError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     options = EvalOptions(weights=args.weights, frame_stride=args.frame_stride, max_frames=args.max_frames,
-                          clip_frames=args.clip_frames or 12)
+                          clip_frames=args.clip_frames or 12,
+                          splits=tuple(args.split.split(",")) if args.split else None)
     extra, videos = {}, args.videos
     if args.model is not None:
         from emoportrait.evaluation.generation import generate_for_set
 
-        clips = load_set(args.set_dir)  # fail before loading the model
+        clips = load_set(args.set_dir, options.splits)  # fail before loading the model
         gen_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.generated.", dir=out.parent))
         try:
             f = generate_for_set(args.model, clips, gen_dir, args.steps, args.seed, args.device, args.max_frames, log)

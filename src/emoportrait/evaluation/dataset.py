@@ -16,7 +16,9 @@ import numpy as np
 
 from emoportrait.errors import EMOError
 
-HELDOUT_SPLITS = ("heldout", "test", "val")
+# The synthetic world's splits (data.synth.world.SPLITS); "heldout_identity" is the paper's
+# identity-disjoint test set. Real-data manifests may say "test".
+DEFAULT_SPLITS = ("heldout_identity", "test")
 
 
 @dataclass
@@ -68,7 +70,7 @@ def read_sidecar(path: Path) -> GroundTruth:
     ypr = None
     if all(k in cols for k in ("yaw", "pitch", "roll")):
         ypr = np.stack([np.asarray(cols[k], np.float64) for k in ("yaw", "pitch", "roll")], 1)
-    speed = _first(clip, "speed", "target_speed", "speed_target", "head_speed")
+    speed = _first(clip, "speed_target", "target_speed", "speed")
     if isinstance(speed, (list, dict)):
         speed = None
     return GroundTruth(
@@ -88,7 +90,7 @@ def _sidecar_for(video: Path) -> Path | None:
     return None
 
 
-def _manifest_clips(set_dir: Path) -> list[Path] | None:
+def _manifest_clips(set_dir: Path, splits: tuple[str, ...] | None) -> list[Path] | None:
     path = set_dir / "manifest.json"
     if not path.is_file():
         return None
@@ -100,8 +102,14 @@ def _manifest_clips(set_dir: Path) -> list[Path] | None:
     if not isinstance(clips, list):
         return None
     entries = [c if isinstance(c, dict) else {"video": c} for c in clips]
-    held = [c for c in entries if c.get("split") in HELDOUT_SPLITS]
-    chosen = held or entries
+    if splits is None:  # default: the identity-disjoint held-out split, else every held-out clip
+        chosen = [c for c in entries if c.get("split") in DEFAULT_SPLITS]
+        chosen = chosen or [c for c in entries if str(c.get("split", "")).startswith("heldout")] or entries
+    else:
+        chosen = [c for c in entries if c.get("split") in splits or "all" in splits]
+        if not chosen:
+            raise EMOError(f"{path}: no clip in split(s) {', '.join(splits)}; the manifest has "
+                           f"{', '.join(sorted({str(c.get('split')) for c in entries}))}")
     out = []
     for c in chosen:
         rel = _first(c, "video", "path", "file", "mp4")
@@ -112,12 +120,18 @@ def _manifest_clips(set_dir: Path) -> list[Path] | None:
     return out
 
 
-def load_set(set_dir: str | Path) -> list[EvalClip]:
-    """Clips of an evaluation set (held-out split when a manifest names splits)."""
+def load_set(set_dir: str | Path, splits: tuple[str, ...] | None = None) -> list[EvalClip]:
+    """Clips of an evaluation set.
+
+    Args:
+        set_dir: a folder of mp4 clips, or a synthetic world (manifest.json + clips/).
+        splits: manifest splits to evaluate ("all" for every clip); default: "heldout_identity"
+            (identity-disjoint, as the paper's test set), else all held-out clips.
+    """
     set_dir = Path(set_dir)
     if not set_dir.is_dir():
         raise EMOError(f"--set {set_dir}: folder not found")
-    videos = _manifest_clips(set_dir)
+    videos = _manifest_clips(set_dir, splits)
     if videos is None:
         videos = sorted(set_dir.glob("*.mp4"))
     if not videos:

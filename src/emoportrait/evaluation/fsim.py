@@ -71,6 +71,20 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
 
 
+def descriptors(embedder: FaceEmbedder, frames: np.ndarray, boxes: np.ndarray, every: int = 5) -> np.ndarray:
+    """(K, 128) descriptors of every `every`-th frame that has a face box (NaN rows = no face)."""
+    out = [embedder.embed(frames[t], boxes[t]) for t in range(0, len(frames), every) if np.isfinite(boxes[t]).all()]
+    return np.stack(out) if out else np.zeros((0, 128))
+
+
+def mean_similarity(descs: np.ndarray, reference: np.ndarray, center: np.ndarray | None = None) -> float | None:
+    """Mean cosine similarity of (K, 128) descriptors to a (128,) reference, optionally centred."""
+    if len(descs) == 0:
+        return None
+    c = 0 if center is None else center
+    return float(np.mean([cosine(d - c, reference - c) for d in descs]))
+
+
 def face_similarity(embedder: FaceEmbedder, frames: np.ndarray, boxes: np.ndarray,
                     reference: np.ndarray, reference_box: np.ndarray, every: int = 5) -> float | None:
     """Mean cosine similarity of every `every`-th frame's face to the reference face.
@@ -82,7 +96,4 @@ def face_similarity(embedder: FaceEmbedder, frames: np.ndarray, boxes: np.ndarra
     Returns:
         the mean similarity, or None when no sampled frame has a face.
     """
-    ref = embedder.embed(reference, reference_box)
-    sims = [cosine(embedder.embed(frames[t], boxes[t]), ref)
-            for t in range(0, len(frames), every) if np.isfinite(boxes[t]).all()]
-    return float(np.mean(sims)) if sims else None
+    return mean_similarity(descriptors(embedder, frames, boxes, every), embedder.embed(reference, reference_box))

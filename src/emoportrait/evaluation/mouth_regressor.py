@@ -8,7 +8,7 @@ resolution, cropped around the face box that `emoportrait.data.faces.FaceDetecto
 detector evaluation uses), with JPEG/blur/colour augmentation for the look of generated video.
 It is validated on identities never trained on (r >= 0.9 required).
 
-Shipped weights: `emoportrait/assets/mouth_regressor.safetensors` (~100 KB). Retrain with
+Shipped weights: `emoportrait/assets/mouth_regressor.safetensors` (~0.8 MB, 205k parameters). Retrain with
 
     python -m emoportrait.evaluation.mouth_regressor --out src/emoportrait/assets/mouth_regressor.safetensors
 

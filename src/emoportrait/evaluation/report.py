@@ -30,7 +30,7 @@ METRIC_INFO = {
     "e_fid": ("E-FID", "lower is better; Frechet distance of expression parameters"),
     "lipsync_r": ("lip-sync r", "higher is better; measured vs ground-truth mouth opening"),
     "identity_sim": ("identity similarity", "higher is better; centred dlib descriptor cosine to the reference"),
-    "speed_adherence": ("head-speed error", "lower is better; |measured - requested| degrees/frame"),
+    "speed_adherence": ("head-speed error", "lower is better; |generated - ground truth| measured speed, deg/frame"),
     "jitter": ("temporal jitter", "1 = as smooth as the ground truth; > 1 flicker"),
     "seam": ("clip-boundary seam", "1 = invisible; > 1 visible jumps every clip"),
 }

@@ -1,0 +1,101 @@
+"""`emoportrait evaluate` end to end on a tiny synthetic world, and its bad-input behaviour."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from emoportrait.cli import main
+from emoportrait.data.media import read_audio, read_video, write_video
+from emoportrait.evaluation.fid import FID_WEIGHTS_NAME
+from emoportrait.evaluation.report import METRIC_KEYS
+
+
+def _metrics(out):
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_ground_truth_as_generated(world, tmp_path, capsys):
+    # Scoring the ground truth against itself: every metric sits at its "perfect" end.
+    out = tmp_path / "rep"
+    assert main(["evaluate", "--set", str(world), "--videos", str(world / "clips"),
+                 "--out", str(out), "--max-frames", "40", "-q"]) == 0  # default split: heldout_identity
+    m = _metrics(out)
+    assert all(k in m for k in METRIC_KEYS)
+    for k in ("fid", "fvd", "sync_c", "sync_d"):
+        assert m[k] is None and m["unavailable"][k] == "no --weights folder given"
+    assert m["lipsync_r"] > 0.85
+    assert m["identity_sim"] > 0.4
+    assert m["f_sim"] == pytest.approx(m["details"]["f_sim"]["ground_truth"], abs=1e-9)
+    assert m["e_fid"] == pytest.approx(0.0, abs=1e-6) and "OFFLINE landmark" in m["details"]["e_fid"]["label"]
+    assert m["jitter"] == pytest.approx(1.0) and m["speed_adherence"] == pytest.approx(0.0, abs=1e-5)
+    assert 0.5 < m["seam"] < 2.0
+    held = json.loads((world / "manifest.json").read_text())["splits"]["heldout_identity"]
+    assert sorted(m["per_video"]) == sorted(held)
+    for f in ("report.html", "report.md", "plots/per_video.png", "plots/mouth_curves.png"):
+        assert (out / f).is_file()
+    assert len(list((out / "sheets").glob("*.jpg"))) == len(held)
+    printed = capsys.readouterr().out
+    assert "lipsync_r" in printed and "report:" in printed
+
+
+def test_shuffled_identities_and_bad_videos(world, tmp_path, capsys):
+    # A set of 4 clips (plain folder: mp4 + sidecar, no manifest); generated folder: two clips
+    # replaced by another identity's clip, one without audio, one without a face; plus a
+    # mismatched FID weights file.
+    by_id = {}
+    for p in sorted((world / "clips").glob("*.mp4")):
+        by_id.setdefault(p.stem.split("_")[0], []).append(p.stem)
+    (a0, a1), (b0, b1) = list(by_id.values())[:2]
+    c0 = list(by_id.values())[2][0]
+    names = [a0, b0, a1, c0]
+    set_dir, gen = tmp_path / "set", tmp_path / "gen"
+    set_dir.mkdir()
+    gen.mkdir()
+    for n in names:
+        for ext in (".mp4", ".json"):
+            shutil.copy(world / "clips" / f"{n}{ext}", set_dir / f"{n}{ext}")
+    shutil.copy(world / "clips" / f"{b1}.mp4", gen / f"{a0}.mp4")  # wrong person, wrong audio
+    shutil.copy(world / "clips" / f"{a1}.mp4", gen / f"{b0}.mp4")
+    write_video(gen / f"{a1}.mp4", read_video(world / "clips" / f"{a1}.mp4", max_frames=30))  # no audio stream
+    grey = np.full((30, 128, 128, 3), 128, np.uint8)
+    write_video(gen / f"{c0}.mp4", grey, audio=read_audio(world / "clips" / f"{c0}.mp4")[:30 * 640])
+    weights = tmp_path / "w"
+    weights.mkdir()
+    torch.save({"fc.weight": torch.zeros(3, 3)}, weights / FID_WEIGHTS_NAME)
+    out = tmp_path / "rep"
+    assert main(["evaluate", "--set", str(set_dir), "--videos", str(gen), "--weights", str(weights),
+                 "--out", str(out), "--max-frames", "30", "-q"]) == 0
+    m = _metrics(out)
+    err = capsys.readouterr().err
+    assert "does not match the expected network" in m["unavailable"]["fid"]
+    assert "i3d_torchscript.pt not found" in m["unavailable"]["fvd"]
+    assert "syncnet_v2.model not found" in m["unavailable"]["sync_c"]
+    assert f"{a1}.mp4: has no audio stream" in err
+    assert f"{c0}.mp4: no face found in any frame" in err
+    assert all(line.startswith("emoportrait evaluate: warning: ") for line in err.strip().splitlines())
+    pv = m["per_video"]
+    assert max(pv[n]["identity_sim"] for n in (a0, b0)) < min(pv[n]["identity_sim_gt"] for n in (a0, b0)) - 0.2
+    assert max(abs(pv[n]["lipsync_r"]) for n in (a0, b0)) < 0.5 and pv[a1]["lipsync_r"] > 0.8
+    assert pv[c0].get("f_sim") is None and pv[c0].get("lipsync_r") is None
+    assert m["lipsync_r"] is not None and "lipsync_r" not in m["unavailable"]
+
+
+def test_empty_set_missing_inputs_and_model_errors(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "rep"
+    assert main(["evaluate", "--set", str(empty), "--videos", str(empty), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("emoportrait evaluate: error: no metric could be computed")
+    assert any("no clips (.mp4 files) found" in line for line in err)
+    m = _metrics(out)
+    assert all(m[k] is None and "no clips" in m["unavailable"][k] for k in METRIC_KEYS)
+    assert main(["evaluate", "--set", str(empty), "--videos", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert "--videos" in capsys.readouterr().err
+    assert main(["evaluate", "--set", str(tmp_path / "nope"), "--model", str(tmp_path / "no-model"),
+                 "--out", str(tmp_path / "r2")]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and "--set" in line and not (tmp_path / "r2").exists()
