@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install test test-slow demo lint bench clean
+.PHONY: install test test-slow demo lint bench default-model clean
 
 install: $(STAMP)
 
@@ -38,6 +38,10 @@ bench: install
 
 demo: install
 	$(PY) -m emoportrait.demo --out demo
+
+# Re-train the embedded default model from nothing (synthetic world -> shards -> VAE -> stages 1-3).
+default-model: install
+	scripts/train_default_model.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
