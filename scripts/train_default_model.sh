@@ -8,7 +8,7 @@
 # into src/emoportrait/assets/default_model. Every step is resumable: a finished step is skipped,
 # an interrupted training step continues from its last checkpoint (--resume latest), so the recipe
 # can be run in pieces. Budgets (world size, steps) are the tiny configs'; override with env vars,
-# e.g. IDENTITIES=80 STEPS_SCALE=2 on a faster machine.
+# e.g. IDENTITIES=80 on a faster machine; TRAIN_ARGS="--max-steps 2" for a smoke run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -48,7 +48,7 @@ train() {  # train STAGE CONFIG INIT OUT
   if [ ! -f "$4/model/model_index.json" ]; then
     local resume=()
     [ -d "$4/checkpoints" ] && resume=(--resume latest)
-    "${EMO[@]}" train --config "$2" --stage "$1" --data "$WORK/shards" --init "$3" --output-dir "$4" "${resume[@]}"
+    "${EMO[@]}" train --config "$2" --stage "$1" --data "$WORK/shards" --init "$3" --output-dir "$4" "${resume[@]}" ${TRAIN_ARGS:-}
   fi
 }
 step "4/8 tiny VAE stand-in";  train vae configs/tiny/vae.yaml    "$WORK/init"        "$WORK/vae"
