@@ -124,7 +124,7 @@ class VAETrainingModule(nn.Module):
 
 
 @torch.no_grad()
-def encode_batch(batch: dict, vae, audio_encoder, stage: str, dtype: torch.dtype) -> EncodedBatch:
+def encode_batch(batch: dict, vae, audio_encoder, stage: str) -> EncodedBatch:
     """Frames to VAE latents (x scaling_factor) and audio to features, with the frozen encoders.
 
     Args:
@@ -137,7 +137,7 @@ def encode_batch(batch: dict, vae, audio_encoder, stage: str, dtype: torch.dtype
         pixels = pixels.unsqueeze(1)  # (B, 1, 3, H, W)
     b, t = pixels.shape[:2]
     scale = vae.config.scaling_factor
-    frames = torch.cat([pixels.flatten(0, 1), batch["reference"]]).to(dtype)  # (B*T + B, 3, H, W)
+    frames = torch.cat([pixels.flatten(0, 1), batch["reference"]]).to(vae.dtype)  # (B*T + B, 3, H, W)
     z = vae.encode(frames).latent_dist.sample() * scale
     latents = z[: b * t].reshape(b, t, *z.shape[1:]).float()  # (B, T, 4, h, w)
     reference = z[b * t :].float()  # (B, 4, h, w)

@@ -95,7 +95,8 @@ def train(cfg: TrainConfig, init: str | Path, output_dir: str | Path, resume: st
         module = EMOTrainingModule(pipe.unet, pipe.reference_unet, pipe.face_locator, pipe.audio_proj, pipe.speed_encoder,
                                    noise_scheduler, cfg.stage, cfg.dropout.reference, cfg.dropout.audio, cfg.dropout.motion)
         pipe.vae.requires_grad_(False).eval().to(accelerator.device)
-        if weight_dtype != torch.float32:  # the frozen VAE runs in the mixed-precision dtype
+        # The frozen VAE runs in the mixed-precision dtype, except SD's VAE under fp16 (overflows).
+        if weight_dtype == torch.bfloat16 or (weight_dtype == torch.float16 and not pipe.vae.config.force_upcast):
             pipe.vae.to(dtype=weight_dtype)
         pipe.audio_encoder.requires_grad_(False).eval().to(accelerator.device)
     params = set_trainable(module, cfg.trainable_groups())
@@ -145,7 +146,7 @@ def train(cfg: TrainConfig, init: str | Path, output_dir: str | Path, resume: st
                 if cfg.stage == "vae":  # both images of a stage-1 sample are training frames
                     loss = module(torch.cat([batch["pixel_values"], batch["reference"]]))
                 else:
-                    loss = module(encode_batch(batch, pipe.vae, pipe.audio_encoder, cfg.stage, weight_dtype))
+                    loss = module(encode_batch(batch, pipe.vae, pipe.audio_encoder, cfg.stage))
                 accelerator.backward(loss / accum)
             loss_sum += loss.detach().float()
         grad_norm = accelerator.clip_grad_norm_(module.parameters(), cfg.optim.max_grad_norm) if cfg.optim.max_grad_norm > 0 else None
@@ -185,7 +186,6 @@ def train(cfg: TrainConfig, init: str | Path, output_dir: str | Path, resume: st
         if cfg.stage == "vae":
             frames = (torch.cat([b["pixel_values"], b["reference"]]) for _, b in zip(range(4), loader))
             pipe.vae.register_to_config(scaling_factor=measure_scaling_factor(pipe.vae, frames, torch.float32))
-        pipe.to("cpu")
         write_model_folder(pipe, out, record, cfg.stage, state.step, cfg, init)
         accelerator.print(f"model written to {out}")
     accelerator.wait_for_everyone()
