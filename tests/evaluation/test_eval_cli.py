@@ -99,3 +99,24 @@ def test_empty_set_missing_inputs_and_model_errors(tmp_path, capsys):
                  "--out", str(tmp_path / "r2")]) == 2
     line = capsys.readouterr().err.strip()
     assert "\n" not in line and "--set" in line and not (tmp_path / "r2").exists()
+
+
+def test_model_that_does_not_exist(world, tmp_path, capsys):
+    assert main(["evaluate", "--set", str(world), "--model", str(tmp_path / "no-model"),
+                 "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("emoportrait evaluate: error: ") and "\n" not in err
+    assert list(tmp_path.iterdir()) == []  # no report, no leftover generation folder
+
+
+@pytest.mark.slow
+def test_generate_with_a_tiny_model_then_score(world, tmp_path):
+    assert main(["init", "--config", "tiny", "--out", str(tmp_path / "tiny")]) == 0
+    out = tmp_path / "rep"
+    assert main(["evaluate", "--set", str(world), "--model", str(tmp_path / "tiny"), "--steps", "1",
+                 "--max-frames", "26", "--out", str(out), "-q"]) == 0
+    m = _metrics(out)
+    held = json.loads((world / "manifest.json").read_text())["splits"]["heldout_identity"]
+    assert sorted(p.stem for p in (out / "generated").glob("*.mp4")) == sorted(held)
+    assert m["protocol"]["clip frames (seam)"] == 12 and m["jitter"] is not None
+    assert all(k in m for k in METRIC_KEYS)

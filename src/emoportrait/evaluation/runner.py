@@ -124,8 +124,9 @@ def evaluate_set(set_dir: str | Path, videos_dir: str | Path, options: EvalOptio
         if report.reasons.get(key) and report.values.get(key) is None and key in report.reasons:
             continue
         a, b = acc[gen], acc[gt]
-        if len(a) < 2 or len(b) < 2:
-            report.set(key, None, f"fewer than 2 {what} with features on each side ({len(a)} generated, {len(b)} ground truth)")
+        na, nb = sum(len(x) for x in a), sum(len(x) for x in b)
+        if na < 2 or nb < 2:
+            report.set(key, None, f"fewer than 2 {what} on each side ({na} generated, {nb} ground truth)")
             continue
         report.set(key, frechet_distance_features(np.concatenate(a) if a[0].ndim == 2 else np.stack(a),
                                                   np.concatenate(b) if b[0].ndim == 2 else np.stack(b)),
@@ -138,12 +139,16 @@ def evaluate_set(set_dir: str | Path, videos_dir: str | Path, options: EvalOptio
     # Per-video means.
     pv = report.per_video.values()
     no_video = "no generated video could be scored"
-    for key, reason in (("sync_c", no_video), ("sync_d", no_video), ("f_sim", "no face found in the generated videos"),
-                        ("lipsync_r", "needs synthetic-world ground truth (per-frame mouth_open sidecars) and faces"),
-                        ("identity_sim", "needs the synthetic world's identity centre "
+    faces = sum(v.get("face_frames", 0) for v in pv)
+    frames = sum(v.get("frames", 0) for v in pv)
+    no_face = f"faces found in only {faces} of {frames} generated frames" if faces < 10 * max(1, len(pv)) else None
+    for key, reason in (("sync_c", no_face or no_video), ("sync_d", no_face or no_video),
+                        ("f_sim", no_face or "no face in the sampled generated frames"),
+                        ("lipsync_r", no_face or "fewer than 10 frames with a face, or a constant mouth, in every video"),
+                        ("identity_sim", no_face or "needs the synthetic world's identity centre "
                                          "(assets/synth_identity_center.safetensors; retrain: python -m "
-                                         "emoportrait.evaluation.mouth_regressor) and faces"),
-                        ("speed_adherence", "no head pose could be measured"), ("jitter", no_video),
+                                         "emoportrait.evaluation.mouth_regressor)"),
+                        ("speed_adherence", no_face or "no head pose could be measured"), ("jitter", no_video),
                         ("seam", f"videos shorter than one clip ({options.clip_frames} frames) + 1")):
         if key in report.reasons and report.values.get(key) is None and not any(v.get(key) is not None for v in pv):
             continue  # tool unavailable: keep its reason
@@ -192,8 +197,11 @@ def _evaluate_clip(clip: EvalClip, videos_dir: Path, o: EvalOptions, report: Eva
     ref_box = _first_box(gt_track)
     reference = gt[int(np.flatnonzero(gt_track.found)[0])] if ref_box is not None else gt[0]
     gen_has_face = bool(gen_track.found.any())
+    row["frames"], row["face_frames"] = n, int(gen_track.found.sum())
     if not gen_has_face:
         report.note(f"{gen_path.name}: no face found in any frame; face metrics skip it")
+    elif gen_track.found.sum() < n / 2:
+        report.note(f"{gen_path.name}: a face was found in only {int(gen_track.found.sum())} of {n} frames")
     if ref_box is None:
         report.note(f"{clip.name}: no face found in the ground-truth video; face metrics skip it")
     picks = np.linspace(0, n - 1, min(SHEET_FRAMES, n)).round().astype(int)

@@ -245,7 +245,7 @@ def _init_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates us
 
     def _stop(signum, frame):  # noqa: ARG001
-        raise KeyboardInterrupt  # unwinds atomic writes, so no partial file is left
+        raise SystemExit(1)  # unwinds atomic writes (no partial file is left), exits without a traceback
 
     signal.signal(signal.SIGTERM, _stop)
 
