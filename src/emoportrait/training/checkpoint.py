@@ -99,8 +99,13 @@ def _fsync_tree(folder: Path) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    """The RNG states of python, numpy and torch (CPU and, where present, every CUDA device)."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The RNG states of python, numpy and torch (CPU and, where present, every CUDA device).
+
+    Only tensors, tuples, ints, floats and strings, so the file loads with `weights_only=True`.
+    """
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -108,7 +113,8 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -187,7 +193,7 @@ def load_checkpoint(accelerator, path: str | Path, verify: bool = True) -> Train
     state = read_checkpoint_state(path, accelerator.num_processes, verify=verify)
     try:
         accelerator.load_state(str(path))
-        set_rng_state(torch.load(path / f"rng_{accelerator.process_index}.pt", weights_only=False))
+        set_rng_state(torch.load(path / f"rng_{accelerator.process_index}.pt", weights_only=True))
     except (OSError, RuntimeError, ValueError, KeyError) as e:
         raise EMOError(f"checkpoint {path} cannot be loaded into this run ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
     return state

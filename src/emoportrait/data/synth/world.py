@@ -299,9 +299,10 @@ def synthesize_world(cfg: SynthConfig, out: str | os.PathLike, workers: int = 1,
         else:
             import multiprocessing as mp
 
-            # fork where available: workers start instantly and scripts read from stdin work too.
-            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-            pool = mp.get_context(method).Pool(min(workers, len(tasks)), initializer=_init_worker)
+            # spawn, not fork: a forked child of a parent that already used OpenCV's (or torch's) thread
+            # pool deadlocks in cv2.setNumThreads; the task functions live in this module, so spawned
+            # workers import them (scripts read from stdin work too).
+            pool = mp.get_context("spawn").Pool(min(workers, len(tasks)), initializer=_init_worker)
             try:
                 for entry in pool.imap_unordered(_render_task, tasks):
                     entries[entry["clip_id"]] = entry
