@@ -12,6 +12,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
+# One intra-op thread: tiny models spend most of a 2-thread step spinning (docs/training.md); the
+# committed default model was trained this way.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
 WORK=${WORK:-runs/default}
 IDENTITIES=${IDENTITIES:-48}
 CLIPS=${CLIPS:-6}

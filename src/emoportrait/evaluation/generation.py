@@ -16,8 +16,13 @@ from emoportrait.evaluation.dataset import EvalClip
 
 def generate_for_set(model: str, clips: list[EvalClip], out_dir: Path, num_inference_steps: int = 40,
                      seed: int = 0, device: str = "auto", max_frames: int | None = None,
-                     log: Callable[[str], None] = lambda m: None) -> int:
-    """Write `out_dir/<clip>.mp4` for every clip; returns the model's frames per clip (F)."""
+                     log: Callable[[str], None] = lambda m: None, audio_from: dict[str, Path] | None = None,
+                     speed: float | None = None, pipe=None) -> int:
+    """Write `out_dir/<clip>.mp4` for every clip; returns the model's frames per clip (F).
+
+    `audio_from` (clip name -> video or audio file) drives a clip with other audio (the shuffled-
+    audio control); `speed` replaces the clip's requested head speed; `pipe` reuses a loaded pipeline.
+    """
     try:
         from emoportrait.pipelines.loading import load_pipeline
     except ImportError as e:
@@ -27,13 +32,13 @@ def generate_for_set(model: str, clips: list[EvalClip], out_dir: Path, num_infer
     from emoportrait.data.faces import FaceDetector
     from emoportrait.data.media import FPS, SAMPLE_RATE, VideoWriter, read_audio, read_video
 
-    pipe = load_pipeline(model, device=device)
+    pipe = pipe if pipe is not None else load_pipeline(model, device=device)
     pipe.set_progress_bar_config(disable=True)
     with FaceDetector() as detector:
         for i, clip in enumerate(clips):
             try:
                 reference = read_video(clip.video, max_frames=1)[0]
-                audio = read_audio(clip.video)
+                audio = read_audio((audio_from or {}).get(clip.name, clip.video))
             except EMOError as e:
                 log(f"{clip.name}: not generated: {e}")
                 continue
@@ -44,7 +49,9 @@ def generate_for_set(model: str, clips: list[EvalClip], out_dir: Path, num_infer
                 log(f"{clip.name}: not generated: no face in its first frame")
                 continue
             kwargs = {}
-            if clip.truth is not None and clip.truth.speed is not None:
+            if speed is not None:
+                kwargs["speed"] = speed
+            elif clip.truth is not None and clip.truth.speed is not None:
                 kwargs["speed"] = clip.truth.speed
             log(f"[{i + 1}/{len(clips)}] generating {clip.name}")
             generator = torch.Generator(device="cpu").manual_seed(seed)

@@ -1,0 +1,222 @@
+"""Behaviour checks of a trained model on a synthetic world (the default model's numbers).
+
+Four checks, each generating with the model and measuring with the evaluation's own tools:
+
+- `lipsync`: held-out clips driven by their own audio vs by *shuffled* audio (clip i gets the
+  audio of clip i+1); both are scored against the ground truth of the clip's own audio, so the
+  shuffled run is the control a model that ignores the audio would also reach. Identity
+  similarity to the reference is read against the ground-truth video's own.
+- `speed`: the same clips at several requested head speeds; the mean head speed measured in the
+  generated frames (data.faces, as `speed_adherence`) should grow with the request.
+- `long`: one long video (default 20 s, the held-out clips' audio concatenated) from one
+  reference: jitter and identity similarity in the first vs the last quarter, and the clip-
+  boundary seam ratio over the whole video.
+
+    python -m emoportrait.evaluation.model_checks --model M --set WORLD --out DIR [--checks lipsync,speed,long]
+
+Each check writes `DIR/<check>.json`; `DIR/checks.json` merges every check found in DIR (so the
+checks can run in separate processes) and `DIR/long_sheet.png` shows the long video.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from emoportrait.atomic import atomic_write_text
+from emoportrait.errors import EMOError
+
+CHECKS = ("lipsync", "speed", "long")
+SPEED_LEVELS = (0.1, 0.9, 1.6)  # degrees/frame: the synthetic world's still, moderate and fast levels
+
+
+def shuffled_sources(clips) -> dict:
+    """Clip name -> the video whose audio drives it in the control: the next clip's (a derangement)."""
+    return {c.name: clips[(i + 1) % len(clips)].video for i, c in enumerate(clips)}
+
+
+def quarters(n: int) -> tuple[slice, slice]:
+    """The first and the last quarter of n frames."""
+    q = max(1, n // 4)
+    return slice(0, q), slice(n - q, n)
+
+
+def _evaluate(world: Path, videos: Path, splits, clip_frames: int, max_frames: int | None):
+    from emoportrait.evaluation.runner import EvalOptions, evaluate_set
+
+    return evaluate_set(world, videos, EvalOptions(splits=splits, clip_frames=clip_frames, max_frames=max_frames))
+
+
+def _gt_mean(report, key: str) -> float | None:
+    xs = [v[f"{key}_gt"] for v in report.per_video.values() if v.get(f"{key}_gt") is not None]
+    return float(np.mean(xs)) if xs else None
+
+
+def check_lipsync(pipe, clips, world: Path, work: Path, splits, steps: int, max_frames: int | None, log) -> dict:
+    """Lip-sync r with own vs shuffled audio, and identity similarity vs the ground truth's."""
+    from emoportrait.evaluation.generation import generate_for_set
+
+    out = {}
+    for name, audio_from in (("own", None), ("shuffled", shuffled_sources(clips))):
+        videos = work / f"lipsync_{name}"
+        videos.mkdir(parents=True, exist_ok=True)
+        log(f"lipsync: generating {len(clips)} clips with {name} audio")
+        F = generate_for_set("", clips, videos, steps, max_frames=max_frames, log=log, audio_from=audio_from, pipe=pipe)
+        rep = _evaluate(world, videos, splits, F, max_frames)
+        out[name] = {"lipsync_r": rep.values["lipsync_r"], "lipsync_r_gt_video": _gt_mean(rep, "lipsync_r"),
+                     "identity_sim": rep.values["identity_sim"], "identity_sim_gt": _gt_mean(rep, "identity_sim"),
+                     "per_video_lipsync_r": {k: v.get("lipsync_r") for k, v in rep.per_video.items()}}
+    own, shuf = out["own"], out["shuffled"]
+    if own["lipsync_r"] is not None and shuf["lipsync_r"] is not None:
+        out["lipsync_gap"] = own["lipsync_r"] - shuf["lipsync_r"]
+    if own["identity_sim"] is not None and own["identity_sim_gt"]:
+        out["identity_ratio"] = own["identity_sim"] / own["identity_sim_gt"]
+    out["clips"] = len(clips)
+    return out
+
+
+def check_speed(pipe, clips, work: Path, steps: int, max_frames: int | None, levels, log) -> dict:
+    """Mean measured head speed of generated videos per requested speed level."""
+    from emoportrait.data.faces import FaceAnalyzer
+    from emoportrait.data.media import read_video
+    from emoportrait.evaluation.generation import generate_for_set
+
+    measured = {}
+    with FaceAnalyzer() as analyzer:
+        for level in levels:
+            videos = work / f"speed_{level:g}"
+            videos.mkdir(parents=True, exist_ok=True)
+            log(f"speed: generating {len(clips)} clips at {level:g} deg/frame")
+            generate_for_set("", clips, videos, steps, max_frames=max_frames, log=log, speed=level, pipe=pipe)
+            speeds = []
+            for clip in clips:
+                path = videos / f"{clip.name}.mp4"
+                if path.is_file():
+                    track = analyzer.analyze_frames(read_video(path))
+                    if track.found.sum() >= 2:
+                        speeds.append(float(np.mean(track.speed[track.found])))
+            measured[f"{level:g}"] = float(np.mean(speeds)) if speeds else None
+    values = [measured[f"{lv:g}"] for lv in levels]
+    monotonic = all(v is not None for v in values) and all(b > a for a, b in zip(values, values[1:]))
+    return {"requested": list(levels), "measured": measured, "monotonic": monotonic, "clips": len(clips)}
+
+
+def check_long(pipe, clips, work: Path, steps: int, seconds: float, log) -> dict:
+    """One long video: jitter and identity in the first vs last quarter, seams over the whole video."""
+    import torch
+
+    from emoportrait.data.faces import FaceAnalyzer, FaceDetector
+    from emoportrait.data.media import FPS, SAMPLE_RATE, VideoWriter, read_audio, read_video
+    from emoportrait.evaluation import fsim, synthetic
+
+    need = int(seconds * SAMPLE_RATE)
+    parts, total = [], 0
+    for clip in clips * (1 + need // max(1, SAMPLE_RATE)):  # enough clips to fill the duration
+        a = read_audio(clip.video)
+        parts.append(a)
+        total += len(a)
+        if total >= need:
+            break
+    audio = np.concatenate(parts)[:need]
+    reference = read_video(clips[0].video, max_frames=1)[0]
+    with FaceDetector() as det:
+        ref_box = det.detect(reference)
+    if ref_box is None:
+        raise EMOError(f"{clips[0].name}: no face in the reference frame")
+    path = work / "long.mp4"
+    log(f"long: generating {seconds:g} s from {clips[0].name}")
+    with VideoWriter(path, fps=FPS, audio=audio, sample_rate=SAMPLE_RATE) as writer:
+        for frame in pipe.iter_frames(reference, audio, num_inference_steps=steps, face_box=ref_box,
+                                      generator=torch.Generator().manual_seed(0)):
+            writer.write(frame)
+    frames = read_video(path)
+    with FaceAnalyzer() as analyzer:
+        track = analyzer.analyze_frames(frames)
+    embedder, center = fsim.FaceEmbedder(), synthetic.load_identity_center()
+    ref_desc = embedder.embed(reference, ref_box)
+    out = {"frames": len(frames), "seconds": len(frames) / FPS, "face_found": float(track.found.mean()),
+           "seam": synthetic.seam_ratio(frames, int(pipe.num_frames))}
+    for name, sl in zip(("first_quarter", "last_quarter"), quarters(len(frames))):
+        descs = fsim.descriptors(embedder, frames[sl], track.boxes[sl], every=5)
+        out[name] = {"jitter_hf": synthetic.temporal_hf_energy(frames[sl]),
+                     "identity_sim": fsim.mean_similarity(descs, ref_desc, center)}
+    _long_sheet(frames, work.parent / "long_sheet.png")
+    return out
+
+
+def _long_sheet(frames: np.ndarray, path: Path, columns: int = 10) -> None:
+    from PIL import Image
+
+    from emoportrait.atomic import atomic_path
+
+    picks = np.linspace(0, len(frames) - 1, columns).round().astype(int)
+    sheet = np.concatenate([frames[i] for i in picks], axis=1)
+    with atomic_path(path) as tmp:
+        Image.fromarray(sheet).save(tmp, format="PNG")
+
+
+def merge(out: Path) -> dict:
+    """checks.json = every `<check>.json` in `out`."""
+    merged = {c: json.loads((out / f"{c}.json").read_text()) for c in CHECKS if (out / f"{c}.json").is_file()}
+    atomic_write_text(out / "checks.json", json.dumps(merged, indent=1) + "\n")
+    return merged
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m emoportrait.evaluation.model_checks", description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="model folder or hub id")
+    p.add_argument("--set", required=True, type=Path, help="a synthetic world (emoportrait synth)")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--checks", default=",".join(CHECKS), help=f"comma-separated, of {', '.join(CHECKS)}")
+    p.add_argument("--split", default="heldout_identity,heldout_sentence")
+    p.add_argument("--clips", type=int, default=None, help="use the first K clips of the split (lipsync)")
+    p.add_argument("--speed-clips", type=int, default=4, help="clips per speed level")
+    p.add_argument("--max-frames", type=int, default=100, help="frames per clip (lipsync, speed)")
+    p.add_argument("--long-seconds", type=float, default=20.0)
+    p.add_argument("--steps", type=int, default=20, help="DDIM steps")
+    p.add_argument("--device", default="auto")
+    args = p.parse_args(argv)
+    checks = [c for c in args.checks.split(",") if c]
+    try:
+        unknown = set(checks) - set(CHECKS)
+        if unknown:
+            raise EMOError(f"unknown check(s) {', '.join(sorted(unknown))}; choose from {', '.join(CHECKS)}")
+        from emoportrait.evaluation.dataset import load_set
+        from emoportrait.pipelines.loading import load_pipeline
+
+        splits = tuple(s for s in args.split.split(",") if s)
+        clips = [c for c in load_set(args.set, splits) if c.truth is not None]
+        if not clips:
+            raise EMOError(f"--set {args.set}: no clips with ground-truth sidecars in split(s) {args.split}")
+        pipe = load_pipeline(args.model, device=args.device)
+        pipe.set_progress_bar_config(disable=True)
+        args.out.mkdir(parents=True, exist_ok=True)
+        work = args.out / "videos"
+
+        def log(m: str) -> None:
+            print(m, file=sys.stderr, flush=True)
+
+        for check in checks:
+            if check == "lipsync":
+                chosen = clips[: args.clips] if args.clips else clips
+                result = check_lipsync(pipe, chosen, args.set, work, splits, args.steps, args.max_frames, log)
+            elif check == "speed":
+                result = check_speed(pipe, clips[: args.speed_clips], work, args.steps, args.max_frames, SPEED_LEVELS, log)
+            else:
+                result = check_long(pipe, clips, work, args.steps, args.long_seconds, log)
+            result["command"] = " ".join(["python -m emoportrait.evaluation.model_checks", *(argv or sys.argv[1:])])
+            atomic_write_text(args.out / f"{check}.json", json.dumps(result, indent=1) + "\n")
+            log(f"{check}: {json.dumps({k: v for k, v in result.items() if not k.startswith('per_')})}")
+        merge(args.out)
+    except EMOError as e:
+        print(f"model_checks: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""The default model's behaviour checks (evaluation/model_checks.py) on a tiny random model."""
+
+import json
+
+import numpy as np
+import pytest
+
+from emoportrait.cli import main as cli_main
+from emoportrait.evaluation.dataset import load_set
+from emoportrait.evaluation.model_checks import main, quarters, shuffled_sources
+
+
+def test_shuffled_audio_is_a_derangement(world):
+    clips = load_set(world, ("all",))
+    src = shuffled_sources(clips)
+    assert sorted(src) == sorted(c.name for c in clips)
+    assert all(src[c.name] != c.video for c in clips)  # no clip keeps its own audio
+    assert sorted(map(str, src.values())) == sorted(str(c.video) for c in clips)  # every audio used once
+
+
+def test_quarters():
+    first, last = quarters(101)
+    assert (first.start, first.stop, last.start, last.stop) == (0, 25, 76, 101)
+
+
+def test_checks_end_to_end(world, tmp_path, capsys):
+    assert cli_main(["init", "--config", "tiny", "--out", str(tmp_path / "m")]) == 0
+    out = tmp_path / "checks"
+    assert main(["--model", str(tmp_path / "m"), "--set", str(world), "--out", str(out), "--split", "all",
+                 "--clips", "2", "--speed-clips", "1", "--max-frames", "13", "--long-seconds", "1.2",
+                 "--steps", "1", "--device", "cpu"]) == 0
+    merged = json.loads((out / "checks.json").read_text())
+    assert set(merged) == {"lipsync", "speed", "long"}
+    assert merged["lipsync"]["clips"] == 2 and set(merged["lipsync"]) >= {"own", "shuffled"}
+    assert len(list((out / "videos" / "lipsync_shuffled").glob("*.mp4"))) == 2
+    assert list(merged["speed"]["measured"]) == ["0.1", "0.9", "1.6"]
+    assert merged["long"]["frames"] == 30 and np.isfinite(merged["long"]["first_quarter"]["jitter_hf"])
+    assert (out / "long_sheet.png").is_file()
+    assert "model_checks" in merged["long"]["command"]
+
+
+def test_unknown_check_is_one_line(world, tmp_path, capsys):
+    assert main(["--model", str(tmp_path), "--set", str(world), "--out", str(tmp_path / "o"), "--checks", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("model_checks: error: unknown check") and "\n" not in err
+
+
+@pytest.mark.parametrize("bad", ["missing-world"])
+def test_missing_set_is_one_line(tmp_path, capsys, bad):
+    assert main(["--model", str(tmp_path), "--set", str(tmp_path / bad), "--out", str(tmp_path / "o")]) == 2
+    assert "\n" not in capsys.readouterr().err.strip()
