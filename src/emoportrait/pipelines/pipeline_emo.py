@@ -95,6 +95,18 @@ class EMOPipeline(DiffusionPipeline):
         self.vae_scale_factor = 2 ** (len(vae_config.block_out_channels) - 1) if vae_config is not None else 8
         self.face_detector = None
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path=None, **kwargs):
+        """diffusers' `from_pretrained`; with no location, the packaged default model (README: the default model).
+
+        Raises `EMOError` when no location is given and no default model is installed.
+        """
+        if pretrained_model_name_or_path is None:
+            from emoportrait.pipelines.loading import resolve_model
+
+            pretrained_model_name_or_path = resolve_model(None)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
     # ------------------------------------------------------------------ model-derived settings
 
     @property
