@@ -165,3 +165,16 @@ def test_save_load_round_trip(parts, inputs, tmp_path):
     for k in ref0:
         assert torch.allclose(ref[k], ref0[k], atol=1e-5)
     assert torch.allclose(run(loaded.unet, inputs), run(comps["unet"], inputs), atol=1e-5)
+
+
+def test_speed_buckets_follow_the_paper_formula():
+    # Paper 3.2: s_d = tanh((w_f - c_d) / r_d * 3); numbers worked out by hand, not by the code under test.
+    from emoportrait.models.speed import speed_to_buckets
+
+    w = torch.tensor([0.0, 0.5, 1.25])
+    s = speed_to_buckets(w, torch.tensor([0.0, 0.5, 1.0]), torch.tensor([0.5, 0.25, 1.5]))  # (3 speeds, 3 buckets)
+    t = torch.tanh(torch.tensor([[0.0, -6.0, -2.0],  # w = 0: (0-0)/.5*3, (0-.5)/.25*3, (0-1)/1.5*3
+                                 [3.0, 0.0, -1.0],
+                                 [7.5, 9.0, 0.5]]))
+    assert s.shape == (3, 3) and torch.allclose(s, t, atol=1e-6)
+    assert s[1, 1] == 0  # a speed at a bucket's centre reads 0 there

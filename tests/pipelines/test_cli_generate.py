@@ -56,6 +56,11 @@ def test_generate_matches_the_audio(cli, tiny_model_dir, face_png, speech_wav, t
     assert len(read_video(out)) == 33  # round(1.3 s x 25)
     assert abs(read_audio(out).size / 16000 - 1.3) < 0.08  # AAC adds < 1024 samples of padding
     assert [p.name for p in tmp_path.iterdir()] == ["talk.mp4"]  # no temp files left
+    import av
+
+    with av.open(str(out)) as container:  # an ordinary mp4: H.264 video, AAC audio
+        assert container.streams.video[0].codec_context.name == "h264"
+        assert container.streams.audio[0].codec_context.name == "aac"
 
 
 def test_fallback_inputs(cli, tiny_model_dir, tmp_path):
