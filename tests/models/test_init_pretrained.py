@@ -106,9 +106,12 @@ def _init_fails(capsys, args, out):
     return err
 
 
-def test_missing_folder(capsys, tmp_path, pretrained_parts):
-    err = _init_fails(capsys, ["--config", str(pretrained_parts["config"]), "--sd15", str(tmp_path / "nope")],
-                      tmp_path / "m")
+@pytest.mark.parametrize("flag", ["--sd15", "--wav2vec2", "--motion-adapter"])
+def test_missing_folder(capsys, tmp_path, pretrained_parts, flag):
+    given = {"--sd15": pretrained_parts["sd15"], "--wav2vec2": pretrained_parts["wav2vec2"],
+             "--motion-adapter": pretrained_parts["adapter"], flag: tmp_path / "nope"}
+    args = ["--config", str(pretrained_parts["config"])] + [str(x) for kv in given.items() for x in kv]
+    err = _init_fails(capsys, args, tmp_path / "m")
     assert "nope" in err and "not found" in err
 
 
