@@ -127,6 +127,8 @@ def test_stage2_items_are_aligned(folder):
         assert (rows == rows[:, :1]).all()
         assert torch.allclose(item["speed"], 0.1 * torch.arange(s, s + n + f, dtype=torch.float32))
         assert item["speed_buckets"].shape == (n + f, 9)  # the model config's buckets by default
+        mask = item["face_mask"]  # the clip's face region: the union of its boxes (paper 3.2)
+        assert mask.shape == (1, SIZE, SIZE) and mask[0, 6:26, 8:24].all() and mask.sum() == 16 * 20
     item = ds_b[0]
     assert torch.allclose(item["speed_buckets"], speed_to_buckets(item["speed"], torch.tensor(centers), torch.tensor(radii)))
 
