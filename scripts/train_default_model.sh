@@ -21,6 +21,9 @@ CLIPS=${CLIPS:-6}
 SECONDS_PER_CLIP=${SECONDS_PER_CLIP:-8}
 WORKERS=${WORKERS:-2}
 SEED=${SEED:-0}
+EVAL_CLIPS=${EVAL_CLIPS:-20}    # held-out clips for lip-sync (spread over both held-out splits)
+EVAL_FRAMES=${EVAL_FRAMES:-75}  # frames (3 s) per evaluated clip
+EVAL_STEPS=${EVAL_STEPS:-10}    # DDIM steps when evaluating
 EMO=("$PY" -m emoportrait)
 mkdir -p "$WORK"
 
@@ -54,13 +57,23 @@ train() {  # train STAGE CONFIG INIT OUT
     "${EMO[@]}" train --config "$2" --stage "$1" --data "$WORK/shards" --init "$3" --output-dir "$4" "${resume[@]}" ${TRAIN_ARGS:-}
   fi
 }
-step "4/8 tiny VAE stand-in";  train vae configs/tiny/vae.yaml    "$WORK/init"        "$WORK/vae"
+# The VAE trains on 128 px images: large enough ops that a second thread pays off.
+step "4/8 tiny VAE stand-in";  OMP_NUM_THREADS=${VAE_THREADS:-2} MKL_NUM_THREADS=${VAE_THREADS:-2} train vae configs/tiny/vae.yaml "$WORK/init" "$WORK/vae"
 step "5/8 stage 1 (image)";    train 1   configs/tiny/stage1.yaml "$WORK/vae/model"   "$WORK/stage1"
 step "6/8 stage 2 (video)";    train 2   configs/tiny/stage2.yaml "$WORK/stage1/model" "$WORK/stage2"
 step "7/8 stage 3 (speed)";    train 3   configs/tiny/stage3.yaml "$WORK/stage2/model" "$WORK/stage3"
 
 step "8/8 evaluation on held-out identities and sentences"
-"${EMO[@]}" evaluate --set "$WORK/world" --split heldout_identity,heldout_sentence --model "$WORK/stage3/model" \
-  --out "$WORK/eval" --steps 20
+# Two processes, one core each: lip-sync with own vs shuffled audio (+ identity), then the speed
+# sweep and the 20 s video (evaluation/model_checks.py); then the full report on the own-audio videos.
+CHECKS=("$PY" -m emoportrait.evaluation.model_checks --model "$WORK/stage3/model" --set "$WORK/world"
+        --out "$WORK/checks" --steps "$EVAL_STEPS" --max-frames "$EVAL_FRAMES")
+pids=()
+[ -f "$WORK/checks/lipsync.json" ] || { "${CHECKS[@]}" --checks lipsync --clips "$EVAL_CLIPS" & pids+=($!); }
+[ -f "$WORK/checks/long.json" ] || { "${CHECKS[@]}" --checks speed,long --speed-clips 3 & pids+=($!); }
+for p in "${pids[@]}"; do wait "$p"; done
+"$PY" -m emoportrait.evaluation.model_checks --model "$WORK/stage3/model" --set "$WORK/world" --out "$WORK/checks" --checks ""
+"${EMO[@]}" evaluate --set "$WORK/world" --split heldout_identity,heldout_sentence --videos "$WORK/checks/videos/lipsync_own" \
+  --max-frames "$EVAL_FRAMES" --out "$WORK/eval" -q
 echo
 echo "to ship it: rm -rf src/emoportrait/assets/default_model && cp -r $WORK/stage3/model src/emoportrait/assets/default_model"

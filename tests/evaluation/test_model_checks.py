@@ -7,7 +7,7 @@ import pytest
 
 from emoportrait.cli import main as cli_main
 from emoportrait.evaluation.dataset import load_set
-from emoportrait.evaluation.model_checks import main, quarters, shuffled_sources
+from emoportrait.evaluation.model_checks import main, quarters, shuffled_sources, spread
 
 
 def test_shuffled_audio_is_a_derangement(world):
@@ -49,3 +49,7 @@ def test_unknown_check_is_one_line(world, tmp_path, capsys):
 def test_missing_set_is_one_line(tmp_path, capsys, bad):
     assert main(["--model", str(tmp_path), "--set", str(tmp_path / bad), "--out", str(tmp_path / "o")]) == 2
     assert "\n" not in capsys.readouterr().err.strip()
+
+
+def test_spread_picks_evenly():
+    assert spread(list(range(10)), 3) == [0, 4, 9] and spread([1, 2], 5) == [1, 2] and spread([1, 2], None) == [1, 2]

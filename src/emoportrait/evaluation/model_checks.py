@@ -39,6 +39,13 @@ def shuffled_sources(clips) -> dict:
     return {c.name: clips[(i + 1) % len(clips)].video for i, c in enumerate(clips)}
 
 
+def spread(items: list, k: int | None) -> list:
+    """k items evenly spread over the list (all of them when k is None or too large)."""
+    if k is None or k >= len(items):
+        return list(items)
+    return [items[i] for i in np.linspace(0, len(items) - 1, k).round().astype(int)]
+
+
 def quarters(n: int) -> tuple[slice, slice]:
     """The first and the last quarter of n frames."""
     q = max(1, n // 4)
@@ -173,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--checks", default=",".join(CHECKS), help=f"comma-separated, of {', '.join(CHECKS)}")
     p.add_argument("--split", default="heldout_identity,heldout_sentence")
-    p.add_argument("--clips", type=int, default=None, help="use the first K clips of the split (lipsync)")
-    p.add_argument("--speed-clips", type=int, default=4, help="clips per speed level")
+    p.add_argument("--clips", type=int, default=None, help="K clips spread evenly over the split (lipsync; default all)")
+    p.add_argument("--speed-clips", type=int, default=4, help="clips per speed level, spread over the split")
     p.add_argument("--max-frames", type=int, default=100, help="frames per clip (lipsync, speed)")
     p.add_argument("--long-seconds", type=float, default=20.0)
     p.add_argument("--steps", type=int, default=20, help="DDIM steps")
@@ -192,8 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         clips = [c for c in load_set(args.set, splits) if c.truth is not None]
         if not clips:
             raise EMOError(f"--set {args.set}: no clips with ground-truth sidecars in split(s) {args.split}")
-        pipe = load_pipeline(args.model, device=args.device)
-        pipe.set_progress_bar_config(disable=True)
+        pipe = load_pipeline(args.model, device=args.device) if checks else None  # no checks: merge only
+        if pipe is not None:
+            pipe.set_progress_bar_config(disable=True)
         args.out.mkdir(parents=True, exist_ok=True)
         work = args.out / "videos"
 
@@ -202,10 +210,11 @@ def main(argv: list[str] | None = None) -> int:
 
         for check in checks:
             if check == "lipsync":
-                chosen = clips[: args.clips] if args.clips else clips
-                result = check_lipsync(pipe, chosen, args.set, work, splits, args.steps, args.max_frames, log)
+                result = check_lipsync(pipe, spread(clips, args.clips), args.set, work, splits, args.steps,
+                                       args.max_frames, log)
             elif check == "speed":
-                result = check_speed(pipe, clips[: args.speed_clips], work, args.steps, args.max_frames, SPEED_LEVELS, log)
+                result = check_speed(pipe, spread(clips, args.speed_clips), work, args.steps, args.max_frames,
+                                     SPEED_LEVELS, log)
             else:
                 result = check_long(pipe, clips, work, args.steps, args.long_seconds, log)
             result["command"] = " ".join(["python -m emoportrait.evaluation.model_checks", *(argv or sys.argv[1:])])
