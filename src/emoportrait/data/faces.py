@@ -132,11 +132,14 @@ def _import_dlib():
     return dlib
 
 
-def _dlib_model(name: str) -> str:
-    # Located through importlib instead of face_recognition_models' pkg_resources import.
+def dlib_model_path(name: str, needed_by: str = "dlib landmarks") -> str:
+    """Path of a model file shipped by `face_recognition_models`.
+
+    Located through importlib instead of that package's own pkg_resources import (DESIGN.md 4).
+    """
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise EMOError("dlib landmarks need face_recognition_models: pip install face_recognition_models")
+        raise EMOError(f"{needed_by} needs face_recognition_models: pip install face_recognition_models dlib-bin")
     path = Path(next(iter(spec.submodule_search_locations))) / "models" / name
     if not path.is_file():
         raise EMOError(f"dlib model file {path} is missing; reinstall face_recognition_models")
@@ -254,7 +257,7 @@ class FaceLandmarker:
         else:
             dlib = _import_dlib()
             self._dlib = dlib
-            self._impl = dlib.shape_predictor(_dlib_model("shape_predictor_68_face_landmarks.dat"))
+            self._impl = dlib.shape_predictor(dlib_model_path("shape_predictor_68_face_landmarks.dat"))
             self._detector = None
 
     def detect(self, rgb: np.ndarray, box: np.ndarray | None = None, depth: bool = False) -> np.ndarray | None:

@@ -12,9 +12,6 @@ their gap.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
 from emoportrait.errors import EMOError
@@ -25,13 +22,9 @@ SHAPE_MODEL = "shape_predictor_68_face_landmarks.dat"
 
 def dlib_model_path(name: str) -> str:
     """Path of a model file shipped by `face_recognition_models` (found without importing it)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise EMOError("F-SIM needs face_recognition_models: pip install face_recognition_models dlib-bin")
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / name
-    if not path.is_file():
-        raise EMOError(f"dlib model file {path} is missing; reinstall face_recognition_models")
-    return str(path)
+    from emoportrait.data.faces import dlib_model_path as find
+
+    return find(name, needed_by="F-SIM")
 
 
 class FaceEmbedder:
