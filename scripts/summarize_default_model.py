@@ -1,0 +1,131 @@
+"""Turn the default-model recipe's outputs into docs/default_model.md and its pictures.
+
+Reads WORK (default runs/default): the loss logs of the VAE and stages 1-3, the behaviour checks
+(`checks/checks.json`, evaluation/model_checks.py) and the evaluation report (`eval/metrics.json`);
+writes docs/default_model.md (every number with the command that produced it, each target next to
+it) and docs/images/default_model_{losses,long}.png.
+
+    .venv/bin/python scripts/summarize_default_model.py [--work runs/default]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from emoportrait.training.logging import read_log
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = (("vae", "VAE stand-in"), ("stage1", "stage 1 (image)"), ("stage2", "stage 2 (video + audio)"),
+        ("stage3", "stage 3 (speed)"))
+
+
+def _f(x, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def loss_summary(work: Path) -> list[tuple[str, int, float, float, float]]:
+    """(stage, steps, mean loss over the first and the last 10 % of steps, wall minutes) per run."""
+    out = []
+    for run, label in RUNS:
+        rows = read_log(work / run / "log.jsonl")
+        if not rows:
+            continue
+        k = max(1, len(rows) // 10)
+        first, last = np.mean([r["loss"] for r in rows[:k]]), np.mean([r["loss"] for r in rows[-k:]])
+        out.append((label, rows[-1]["step"], float(first), float(last), rows[-1]["seconds"] / 60))
+    return out
+
+
+def plot_losses(work: Path, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(RUNS), figsize=(4 * len(RUNS), 3))
+    for ax, (run, label) in zip(axes, RUNS):
+        rows = read_log(work / run / "log.jsonl")
+        if rows:
+            steps, loss = np.array([r["step"] for r in rows]), np.array([r["loss"] for r in rows])
+            ax.plot(steps, loss, lw=0.5, alpha=0.4)
+            w = max(1, len(loss) // 30)
+            ax.plot(steps[w - 1:], np.convolve(loss, np.ones(w) / w, "valid"), lw=1.5)
+        ax.set_title(label)
+        ax.set_xlabel("step")
+        ax.set_yscale("log")
+    axes[0].set_ylabel("loss")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work", type=Path, default=ROOT / "runs" / "default")
+    args = p.parse_args()
+    work = args.work
+    images = ROOT / "docs" / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    plot_losses(work, images / "default_model_losses.png")
+    checks = json.loads((work / "checks" / "checks.json").read_text()) if (work / "checks" / "checks.json").is_file() else {}
+    metrics = json.loads((work / "eval" / "metrics.json").read_text()) if (work / "eval" / "metrics.json").is_file() else {}
+    if (work / "checks" / "long_sheet.png").is_file():
+        shutil.copyfile(work / "checks" / "long_sheet.png", images / "default_model_long.png")
+    weights = sorted((ROOT / "src" / "emoportrait" / "assets" / "default_model").rglob("*.safetensors"))
+    size = sum(w.stat().st_size for w in weights) / 2**20
+
+    lines = ["# The default model: measured", "",
+             "Produced by `make default-model` (scripts/train_default_model.sh) on the 2-core CPU machine, then",
+             "`.venv/bin/python scripts/summarize_default_model.py`. Weights: "
+             f"{size:.1f} MiB of safetensors in src/emoportrait/assets/default_model.", "",
+             "## Training (loss = mean of the first / last 10 % of steps)", "",
+             "| run | steps | first | last | wall min |", "|---|---|---|---|---|"]
+    for label, steps, first, last, minutes in loss_summary(work):
+        lines.append(f"| {label} | {steps} | {first:.4f} | {last:.4f} | {minutes:.0f} |")
+    lines += ["", "![losses](images/default_model_losses.png)", ""]
+
+    ls, sp, lg = checks.get("lipsync", {}), checks.get("speed", {}), checks.get("long", {})
+    own, shuf = ls.get("own", {}), ls.get("shuffled", {})
+    q1, q4 = lg.get("first_quarter", {}), lg.get("last_quarter", {})
+    lines += ["## Behaviour on held-out identities and sentences", "",
+              "| what | measured | target |", "|---|---|---|",
+              f"| lip-sync r, own audio ({ls.get('clips')} clips) | {_f(own.get('lipsync_r'))} | >= 0.5 |",
+              f"| lip-sync r, shuffled audio | {_f(shuf.get('lipsync_r'))} | |",
+              f"| own - shuffled | {_f(ls.get('lipsync_gap'))} | >= 0.3 |",
+              f"| lip-sync r of the ground-truth videos (the measuring device's ceiling) | {_f(own.get('lipsync_r_gt_video'))} | |",
+              f"| identity similarity, generated / ground truth | {_f(own.get('identity_sim'))} / "
+              f"{_f(own.get('identity_sim_gt'))} = {_f(ls.get('identity_ratio'))} | >= 0.8 |"]
+    measured = sp.get("measured", {})
+    lines.append("| head speed measured at requested " + ", ".join(f"{k}" for k in measured) + " deg/frame | "
+                 + ", ".join(_f(v) for v in measured.values()) + f" (monotonic: {sp.get('monotonic')}) | increasing |")
+    lines += [f"| {lg.get('seconds', 0):.0f} s video: jitter (HF energy) first / last quarter | "
+              f"{_f(q1.get('jitter_hf'), 4)} / {_f(q4.get('jitter_hf'), 4)} | no growth |",
+              f"| {lg.get('seconds', 0):.0f} s video: identity similarity first / last quarter | "
+              f"{_f(q1.get('identity_sim'))} / {_f(q4.get('identity_sim'))} | no drift |",
+              f"| {lg.get('seconds', 0):.0f} s video: seam ratio (boundary / within-clip change) | {_f(lg.get('seam'))} | <= 1.5 |",
+              "", "Commands:", ""]
+    for name in ("lipsync", "speed", "long"):
+        if "command" in checks.get(name, {}):
+            lines.append(f"- {name}: `{checks[name]['command']}`")
+    if metrics:
+        lines += ["", "## Full evaluation report (own-audio videos)", "",
+                  "`emoportrait evaluate --set runs/default/world --split heldout_identity,heldout_sentence "
+                  "--videos runs/default/checks/videos/lipsync_own --max-frames 75 --out runs/default/eval`", "",
+                  "| metric | value |", "|---|---|"]
+        for k in ("fid", "fvd", "sync_c", "sync_d", "f_sim", "e_fid", "lipsync_r", "identity_sim", "speed_adherence",
+                  "jitter", "seam"):
+            v = metrics.get(k)
+            lines.append(f"| {k} | {_f(v) if v is not None else 'null: ' + metrics.get('unavailable', {}).get(k, '')} |")
+    if (images / "default_model_long.png").is_file():
+        lines += ["", f"Frames of the {lg.get('seconds', 0):.0f} s video:", "", "![long video](images/default_model_long.png)"]
+    (ROOT / "docs" / "default_model.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
