@@ -106,15 +106,34 @@ def test_face_locator_is_zero_at_init_and_acts_once_trained(parts, inputs):
     assert (run(unet, inputs, face_features=face) - run(unet, inputs, face_features=None)).abs().max() > 1e-4
 
 
-def test_motion_frames_change_the_first_frames(parts, inputs):
+def with_trained_temporal(unet: torch.nn.Module) -> torch.nn.Module:
+    """A copy whose temporal modules' output projections are non-zero, as after stage 2."""
+    unet = copy.deepcopy(unet)
+    for name, module in unet.named_modules():
+        if name.endswith(".proj_out") and ".motion_modules." in name:
+            randomize_(module, seed=3)
+    return unet
+
+
+def test_temporal_modules_are_the_identity_at_init(parts, inputs):
+    # AnimateDiff zero-initialises the temporal output projection: a freshly built backbone computes
+    # exactly its image model, whatever the motion frames or the speed.
     unet = parts[1]["unet"]
+    image_mode = run(unet, inputs, skip_temporal=True, speed_embeds=None)
+    assert torch.equal(run(unet, inputs), image_mode)
+    assert torch.equal(run(unet, inputs, motion_features=None), image_mode)
+    assert not torch.equal(run(with_trained_temporal(unet), inputs), image_mode)
+
+
+def test_motion_frames_change_the_first_frames(parts, inputs):
+    unet = with_trained_temporal(parts[1]["unet"])
     with_motion = run(unet, inputs)
     zero_motion = run(unet, inputs, motion_features=None)
     assert (with_motion[:, :, 0] - zero_motion[:, :, 0]).abs().max() > 1e-4
 
 
 def test_temporal_modules_mix_frames_but_reference_net_does_not(parts, inputs):
-    unet, refnet = parts[1]["unet"], parts[1]["reference_unet"]
+    unet, refnet = with_trained_temporal(parts[1]["unet"]), parts[1]["reference_unet"]
     sample = inputs["sample"].clone()
     sample[:, :, 0] += 1.0
     a, b = run(unet, inputs), run(unet, inputs, sample=sample)

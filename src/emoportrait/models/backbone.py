@@ -79,11 +79,15 @@ class EMOTemporalModule(AnimateDiffTransformer3D):
     The N motion-frame features (from ReferenceNet, same resolution and width) are concatenated
     before the F frames along the frame axis, attended over N+F positions, then dropped. The speed
     layers then let every frame attend to the per-frame speed embeddings; their output projection
-    starts at zero so a pretrained AnimateDiff module is unchanged at initialisation.
+    starts at zero so a pretrained AnimateDiff module is unchanged at initialisation. A module built
+    without AnimateDiff weights starts as the identity too: its `proj_out` is zero-initialised, as in
+    AnimateDiff's own training, so the image model of stage 1 is unchanged when stage 2 begins.
     """
 
     def __init__(self, *, speed_dim: int, motion_layer: str | None, **kwargs):
         super().__init__(**kwargs)
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
         dim = self.in_channels
         heads = self.num_attention_heads
         self.speed_norm = nn.LayerNorm(dim)
