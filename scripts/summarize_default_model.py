@@ -20,8 +20,8 @@ import numpy as np
 from emoportrait.training.logging import read_log
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = (("vae", "VAE stand-in"), ("stage1", "stage 1 (image)"), ("stage2", "stage 2 (video + audio)"),
-        ("stage3", "stage 3 (speed)"))
+RUNS = (("vae", "VAE stand-in"), ("stage1", "stage 1 (image)"), ("stage1b", "stage 1, continued"),
+        ("stage2", "stage 2 (video + audio)"), ("stage3", "stage 3 (speed)"))
 
 
 def _f(x, digits: int = 3) -> str:
@@ -47,7 +47,7 @@ def plot_losses(work: Path, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(RUNS), figsize=(4 * len(RUNS), 3))
+    fig, axes = plt.subplots(1, len(RUNS), figsize=(3.2 * len(RUNS), 3))
     for ax, (run, label) in zip(axes, RUNS):
         rows = read_log(work / run / "log.jsonl")
         if rows:
