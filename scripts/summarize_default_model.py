@@ -112,6 +112,11 @@ def main() -> None:
     for name in ("lipsync", "speed", "long"):
         if "command" in checks.get(name, {}):
             lines.append(f"- {name}: `{checks[name]['command']}`")
+    pv = metrics.get("per_video", {})
+    if pv:
+        faces, frames = sum(v.get("face_frames", 0) for v in pv.values()), sum(v.get("frames", 0) for v in pv.values())
+        lines.insert(lines.index("| what | measured | target |") + 2,
+                     f"| generated frames in which MediaPipe finds a face (every face metric needs one) | {faces} of {frames} | |")
     if metrics:
         lines += ["", "## Full evaluation report (own-audio videos)", "",
                   "`emoportrait evaluate --set runs/default/world --split heldout_identity,heldout_sentence "
