@@ -116,8 +116,10 @@ def check_long(pipe, clips, work: Path, steps: int, seconds: float, log) -> dict
     """One long video: jitter and identity in the first vs last quarter, seams over the whole video."""
     import torch
 
+    from emoportrait.atomic import atomic_path
     from emoportrait.data.faces import FaceAnalyzer, FaceDetector
     from emoportrait.data.media import FPS, SAMPLE_RATE, VideoWriter, read_audio, read_video
+    from emoportrait.demo import contact_sheet
     from emoportrait.evaluation import fsim, synthetic
 
     need = int(seconds * SAMPLE_RATE)
@@ -151,19 +153,9 @@ def check_long(pipe, clips, work: Path, steps: int, seconds: float, log) -> dict
         descs = fsim.descriptors(embedder, frames[sl], track.boxes[sl], every=5)
         out[name] = {"jitter_hf": synthetic.temporal_hf_energy(frames[sl]),
                      "identity_sim": fsim.mean_similarity(descs, ref_desc, center)}
-    _long_sheet(frames, work.parent / "long_sheet.png")
+    with atomic_path(work.parent / "long_sheet.png") as tmp:
+        contact_sheet(reference, frames, columns=10).save(tmp, format="PNG")
     return out
-
-
-def _long_sheet(frames: np.ndarray, path: Path, columns: int = 10) -> None:
-    from PIL import Image
-
-    from emoportrait.atomic import atomic_path
-
-    picks = np.linspace(0, len(frames) - 1, columns).round().astype(int)
-    sheet = np.concatenate([frames[i] for i in picks], axis=1)
-    with atomic_path(path) as tmp:
-        Image.fromarray(sheet).save(tmp, format="PNG")
 
 
 def merge(out: Path) -> dict:
