@@ -59,6 +59,15 @@ class DropoutConfig:
 
 
 @dataclass
+class VAEConfig:
+    """The tiny VAE stand-in's objective (stage vae only; DESIGN.md section 6)."""
+
+    crop_size: int = 0  # train on random square crops of this many pixels (0 = whole frames)
+    loss: str = "l2"  # l2 | l1 reconstruction
+    kl_weight: float = 1e-6
+
+
+@dataclass
 class EMAConfig:
     """Exponential moving average of the trained weights (diffusers `EMAModel`)."""
 
@@ -113,11 +122,13 @@ class TrainConfig:
     mixed_precision: str = "no"  # no | fp16 | bf16 (GPU)
     gradient_checkpointing: bool = False
     allow_tf32: bool = True
+    snr_gamma: float = 0.0  # > 0: Min-SNR-gamma loss weighting (5 is usual); 0: the paper's plain eps-MSE
     trainable: list[str] | None = None  # None = the stage's default groups (DEFAULT_TRAINABLE)
     force: bool = False  # allow a stage-k run from a model that has not finished stage k-1
     optim: OptimConfig = field(default_factory=OptimConfig)
     dropout: DropoutConfig = field(default_factory=DropoutConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -151,6 +162,10 @@ class TrainConfig:
         for name, p in (("reference", self.dropout.reference), ("audio", self.dropout.audio), ("motion", self.dropout.motion)):
             if not 0.0 <= p <= 1.0:
                 raise EMOError(f"dropout.{name} must be a probability in [0, 1], got {p}")
+        if self.vae.loss not in ("l1", "l2"):
+            raise EMOError(f"vae.loss must be l1 or l2, got {self.vae.loss!r}")
+        if self.vae.crop_size < 0 or self.snr_gamma < 0:
+            raise EMOError(f"vae.crop_size and snr_gamma must be >= 0, got {self.vae.crop_size} and {self.snr_gamma}")
         if self.optim.lr <= 0:
             raise EMOError(f"optim.lr must be positive, got {self.optim.lr}")
         return self

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from diffusers.training_utils import compute_snr
 from torch import nn
 
 from emoportrait.errors import EMOError
@@ -44,7 +45,8 @@ class EMOTrainingModule(nn.Module):
     """Backbone + ReferenceNet + face locator + audio projection + speed encoder, and the loss of a stage."""
 
     def __init__(self, unet, reference_unet, face_locator, audio_proj, speed_encoder, noise_scheduler, stage: str,
-                 p_drop_reference: float = 0.0, p_drop_audio: float = 0.0, p_drop_motion: float = 0.0):
+                 p_drop_reference: float = 0.0, p_drop_audio: float = 0.0, p_drop_motion: float = 0.0,
+                 snr_gamma: float = 0.0):
         super().__init__()
         self.unet = unet
         self.reference_unet = reference_unet
@@ -54,6 +56,7 @@ class EMOTrainingModule(nn.Module):
         self.noise_scheduler = noise_scheduler  # DDPMScheduler (not a module: no state to sync)
         self.stage = stage
         self.p_drop_reference, self.p_drop_audio, self.p_drop_motion = p_drop_reference, p_drop_audio, p_drop_motion
+        self.snr_gamma = snr_gamma  # > 0: Min-SNR-gamma loss weights (Hang et al. 2023); 0: the paper's plain MSE
 
     def _reference_features(self, latents: torch.Tensor) -> dict[str, torch.Tensor]:
         """ReferenceNet self-attention features of (B', 4, h, w) latents; no graph when it is frozen."""
@@ -105,22 +108,50 @@ class EMOTrainingModule(nn.Module):
         noisy = self.noise_scheduler.add_noise(target, noise, t)
         pred = self.unet(noisy, t, reference_features=reference, motion_features=motion, audio_embeds=audio,
                          speed_embeds=speed, face_features=face, skip_temporal=self.stage == "1").sample
-        return F.mse_loss(pred.float(), noise.float())
+        if self.snr_gamma <= 0:
+            return F.mse_loss(pred.float(), noise.float())
+        # Min-SNR-gamma for eps-prediction: weight min(SNR, gamma) / SNR per sample, so the nearly clean
+        # steps (huge SNR, easy) stop dominating the gradient; a from-scratch model converges faster.
+        snr = compute_snr(self.noise_scheduler, t).float()
+        weight = torch.clamp(snr, max=self.snr_gamma) / snr  # (B,)
+        per_sample = (pred.float() - noise.float()).pow(2).mean(dim=tuple(range(1, pred.dim())))
+        return (per_sample * weight).mean()
+
+
+def random_crops(pixels: torch.Tensor, size: int) -> torch.Tensor:
+    """One random (size x size) window of every (B, 3, H, W) image; the whole image if it is not larger."""
+    h, w = pixels.shape[-2:]
+    if size <= 0 or (size >= h and size >= w):
+        return pixels
+    size_h, size_w = min(size, h), min(size, w)
+    tops = torch.randint(0, h - size_h + 1, (pixels.shape[0],)).tolist()
+    lefts = torch.randint(0, w - size_w + 1, (pixels.shape[0],)).tolist()
+    return torch.stack([img[:, y : y + size_h, x : x + size_w] for img, y, x in zip(pixels, tops, lefts)])
 
 
 class VAETrainingModule(nn.Module):
-    """The tiny AutoencoderKL stand-in for SD's VAE: L2 reconstruction + a small KL term."""
+    """The tiny AutoencoderKL stand-in for SD's VAE: L2 (or L1) reconstruction + a small KL term.
 
-    def __init__(self, vae, kl_weight: float = 1e-6):
+    With `crop_size` it trains on random crops (the autoencoder is fully convolutional, as SD's VAE was
+    trained on 256 px crops): a quarter of the pixels per image at half size, so four times the steps.
+    """
+
+    def __init__(self, vae, kl_weight: float = 1e-6, crop_size: int = 0, loss: str = "l2"):
         super().__init__()
+        if loss not in ("l1", "l2"):
+            raise EMOError(f"vae.loss must be l1 or l2, got {loss!r}")
         self.vae = vae
         self.kl_weight = kl_weight
+        self.crop_size = crop_size
+        self.loss = loss
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """pixels: (B, 3, H, W) in [-1, 1]; returns the scalar loss."""
+        pixels = random_crops(pixels, self.crop_size)
         posterior = self.vae.encode(pixels).latent_dist
-        recon = self.vae.decode(posterior.sample()).sample  # (B, 3, H, W)
-        return F.mse_loss(recon.float(), pixels.float()) + self.kl_weight * posterior.kl().mean()
+        recon = self.vae.decode(posterior.sample()).sample  # (B, 3, h, w)
+        rec = F.l1_loss if self.loss == "l1" else F.mse_loss
+        return rec(recon.float(), pixels.float()) + self.kl_weight * posterior.kl().mean()
 
 
 @torch.no_grad()

@@ -89,11 +89,12 @@ def train(cfg: TrainConfig, init: str | Path, output_dir: str | Path, resume: st
     # 3. Models and freezing: the trained networks in one module (one DDP wrapper), the encoders frozen.
     pipe = load_pipeline(init)
     if cfg.stage == "vae":
-        module = VAETrainingModule(pipe.vae)
+        module = VAETrainingModule(pipe.vae, cfg.vae.kl_weight, cfg.vae.crop_size, cfg.vae.loss)
     else:
         noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)  # SD's training schedule
         module = EMOTrainingModule(pipe.unet, pipe.reference_unet, pipe.face_locator, pipe.audio_proj, pipe.speed_encoder,
-                                   noise_scheduler, cfg.stage, cfg.dropout.reference, cfg.dropout.audio, cfg.dropout.motion)
+                                   noise_scheduler, cfg.stage, cfg.dropout.reference, cfg.dropout.audio, cfg.dropout.motion,
+                                   cfg.snr_gamma)
         pipe.vae.requires_grad_(False).eval().to(accelerator.device)
         # The frozen VAE runs in the mixed-precision dtype, except SD's VAE under fp16 (overflows).
         if weight_dtype == torch.bfloat16 or (weight_dtype == torch.float16 and not pipe.vae.config.force_upcast):

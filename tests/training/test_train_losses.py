@@ -1,0 +1,99 @@
+"""The loss options: Min-SNR-gamma weighting of the eps-MSE, the VAE stand-in's crops and L1, float config values."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import DDPMScheduler
+from diffusers.training_utils import compute_snr
+from torch import nn
+
+from emoportrait.config import load_config
+from emoportrait.errors import EMOError
+from emoportrait.training.config import TrainConfig
+from emoportrait.training.module import EMOTrainingModule, EncodedBatch, VAETrainingModule, random_crops
+
+
+class _ConstantUNet(nn.Module):
+    """Predicts eps = 0 everywhere, so each sample's squared error is exactly its noise energy."""
+
+    def forward(self, noisy, t, **kwargs):
+        return type("Out", (), {"sample": torch.zeros_like(noisy)})()
+
+
+class _Zeros(nn.Module):
+    def forward(self, x):
+        return {} if x.dim() == 4 and x.shape[1] == 4 else torch.zeros(x.shape[0], 8, 2, 2)
+
+
+def _module(snr_gamma: float) -> EMOTrainingModule:
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    return EMOTrainingModule(_ConstantUNet(), _Zeros(), _Zeros(), None, None, sched, "1", snr_gamma=snr_gamma)
+
+
+def _batch(b: int = 64) -> EncodedBatch:
+    return EncodedBatch(latents=torch.randn(b, 1, 4, 2, 2), reference=torch.randn(b, 4, 2, 2), face_mask=torch.ones(b, 1, 16, 16))
+
+
+def test_snr_gamma_zero_is_the_plain_mse_and_gamma_weights_each_sample_by_min_snr_over_snr():
+    batch = _batch()
+    plain, weighted = _module(0.0), _module(5.0)
+    torch.manual_seed(3)
+    loss_plain = plain(batch)
+    torch.manual_seed(3)
+    loss_weighted = weighted(batch)
+    # Redraw the same noise and steps to compute the expected values by hand.
+    torch.manual_seed(3)
+    b = batch.latents.shape[0]
+    torch.rand(b)  # the reference-dropout draw comes first in forward()
+    noise = torch.randn(b, 4, 1, 2, 2)
+    t = torch.randint(0, 1000, (b,))
+    per_sample = noise.pow(2).mean(dim=(1, 2, 3, 4))
+    snr = compute_snr(plain.noise_scheduler, t)
+    assert torch.allclose(loss_plain, per_sample.mean())
+    expected = (per_sample * torch.clamp(snr, max=5.0) / snr).mean()
+    assert torch.allclose(loss_weighted, expected)
+    assert (snr > 5).any() and loss_weighted < loss_plain  # the clean steps were down-weighted
+
+
+def test_random_crops_take_windows_of_the_images_and_leave_small_images_whole():
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    torch.manual_seed(0)
+    crops = random_crops(x, 4)
+    assert crops.shape == (2, 3, 4, 4)
+    for img, crop in zip(x, crops):  # each crop is a contiguous window of its own image
+        y, xx = divmod(int(crop[0, 0, 0].item()) % 64, 8)
+        assert torch.equal(crop, img[:, y : y + 4, xx : xx + 4])
+    assert random_crops(x, 0) is x and random_crops(x, 8) is x
+
+
+def test_vae_module_crops_and_uses_l1_when_asked():
+    seen = []
+
+    class _Identity(nn.Module):  # records what it encodes; decodes to zeros, so the loss is |x| or x^2
+        config = None
+
+        def encode(self, x):
+            seen.append(x.shape)
+            dist = type("D", (), {"sample": lambda s: torch.zeros_like(x), "kl": lambda s: torch.zeros(x.shape[0])})()
+            return type("E", (), {"latent_dist": dist})()
+
+        def decode(self, z):
+            return type("S", (), {"sample": z})()
+
+    x = torch.full((2, 3, 16, 16), 0.5)
+    l1 = VAETrainingModule(_Identity(), crop_size=8, loss="l1")(x)
+    l2 = VAETrainingModule(_Identity(), loss="l2")(x)
+    assert seen == [(2, 3, 8, 8), (2, 3, 16, 16)]
+    assert l1.item() == pytest.approx(0.5) and l2.item() == pytest.approx(0.25)
+    with pytest.raises(EMOError, match="vae.loss"):
+        VAETrainingModule(_Identity(), loss="l3")
+
+
+def test_float_keys_accept_exponents_without_a_dot_and_reject_words():
+    cfg = load_config(TrainConfig, None, ["optim.lr=1e-3", "snr_gamma=5"])
+    assert cfg.optim.lr == 1e-3 and cfg.snr_gamma == 5.0
+    with pytest.raises(EMOError, match="optim.lr expects float"):
+        load_config(TrainConfig, None, ["optim.lr=fast"])
+    with pytest.raises(EMOError, match="vae.loss"):
+        load_config(TrainConfig, None, ["vae.loss=ssim"]).validate()
