@@ -61,16 +61,20 @@ train() {  # train STAGE CONFIG INIT OUT
 }
 step "4/8 tiny VAE stand-in";  train vae configs/tiny/vae.yaml "$WORK/init" "$WORK/vae"
 step "5/8 stage 1 (image)";    train 1   configs/tiny/stage1.yaml "$WORK/vae/model"   "$WORK/stage1"
-# A warm restart of stage 1 (configs/tiny/stage1_continue.yaml): the image model needs more steps than one cycle.
-step "5b/8 stage 1, continued"; train 1 configs/tiny/stage1_continue.yaml "$WORK/stage1/model" "$WORK/stage1b"
-step "6/8 stage 2 (video)";    train 2   configs/tiny/stage2.yaml "$WORK/stage1b/model" "$WORK/stage2"
+step "6/8 stage 2 (video)";    train 2   configs/tiny/stage2.yaml "$WORK/stage1/model" "$WORK/stage2"
 step "7/8 stage 3 (speed)";    train 3   configs/tiny/stage3.yaml "$WORK/stage2/model" "$WORK/stage3"
 
 step "8/8 evaluation on held-out identities and sentences"
-# Two processes, one core each: lip-sync with own vs shuffled audio (+ identity), then the speed
+# Then two processes, one core each: lip-sync with own vs shuffled audio (+ identity), then the speed
 # sweep and the 20 s video (evaluation/model_checks.py); then the full report on the own-audio videos.
 CHECKS=("$PY" -m emoportrait.evaluation.model_checks --model "$WORK/stage3/model" --set "$WORK/world"
         --out "$WORK/checks" --steps "$EVAL_STEPS" --max-frames "$EVAL_FRAMES")
+# First the condition probe (evaluation/condition_probe.py): the stage-3 loss on 16 training samples
+# with their own vs shuffled reference and audio, i.e. whether the model uses its conditions at all.
+mkdir -p "$WORK/checks"
+[ -f "$WORK/checks/probe.json" ] || OMP_NUM_THREADS=$TRAIN_THREADS MKL_NUM_THREADS=$TRAIN_THREADS \
+  "$PY" -m emoportrait.evaluation.condition_probe --model "$WORK/stage3/model" --data "$WORK/shards" --stage 3 \
+  --samples 16 --out "$WORK/checks/probe.json" > /dev/null
 pids=()
 [ -f "$WORK/checks/lipsync.json" ] || { "${CHECKS[@]}" --checks lipsync --clips "$EVAL_CLIPS" & pids+=($!); }
 [ -f "$WORK/checks/long.json" ] || { "${CHECKS[@]}" --checks speed,long --speed-clips 3 & pids+=($!); }

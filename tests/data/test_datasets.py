@@ -236,3 +236,36 @@ def test_audio_feature_cache_from_a_model_folder(folder, tmp_path, capsys):
     feats = item["audio_features"]
     assert feats.shape == (20, 1, encoder.feature_dim) and torch.isfinite(feats).all()
     assert main(["preprocess", "--out", str(folder), "--audio-features", str(tmp_path / "nothing")]) == 2
+
+
+def _rect(size: int, x0: int, y0: int, x1: int, y1: int) -> torch.Tensor:
+    m = torch.zeros(1, size, size)
+    m[:, y0:y1, x0:x1] = 1.0
+    return m
+
+
+def test_mouth_masks_follow_each_target_frame_box(folder):
+    n, f = 4, 12
+    ds = VideoClipDataset(folder, num_frames=f, num_motion_frames=n, window=2, seed=1, with_mouth_mask=True)
+    assert "mouth_mask" not in VideoClipDataset(folder, num_frames=f, num_motion_frames=n)[0]  # only when asked
+    # BOX (8, 6, 24, 26) on even clip frames, (10, 8, 22, 24) on odd ones; the mouth is the lower
+    # 45 % of the box and its middle 60 %, rounded outwards.
+    outer, inner = _rect(SIZE, 11, 17, 21, 26), _rect(SIZE, 12, 16, 20, 24)
+    for i in range(0, len(ds), 3):
+        item = ds[i]
+        c = i // ds.samples_per_clip
+        s = (level(item["pixel_values"][0]) - 5 * c) % 60
+        masks = item["mouth_mask"]
+        assert masks.shape == (f, 1, SIZE, SIZE)
+        for k in range(f):
+            assert torch.equal(masks[k], outer if (s + n + k) % 2 == 0 else inner)
+    assert "mouth_mask" not in stage_dataset("1", folder, with_mouth_mask=True)[0]  # stage 1 ignores it
+
+
+def test_mouth_mask_is_empty_where_no_face_was_found():
+    from emoportrait.data.datasets import mouth_mask
+
+    boxes = np.array([[8, 6, 24, 26], [np.nan] * 4], np.float32)
+    masks = mouth_mask(boxes, stored_size=32, size=64)  # boxes in 32 px crops, masks at 64 px
+    assert masks.shape == (2, 1, 64, 64) and masks[1].sum() == 0
+    assert torch.equal(masks[0], _rect(64, 22, 34, 42, 52))

@@ -137,3 +137,16 @@ def test_resume_continues_to_more_steps(stage1_run, tiny_model_dir, shards, tmp_
     assert rc == 0
     assert [r["step"] for r in read_log(run / "log.jsonl")] == [1, 2, 3]
     assert json.loads((run / "model" / "emo_training.json").read_text())["steps"] == {"1": 3}
+
+
+def test_mouth_loss_weight_reaches_the_stage2_loss(stage1_run, shards, tmp_path):
+    """Same init, data order and noise: only the mouth region's weight differs, so the first loss does."""
+    losses = {}
+    for weight in ("0", "4"):
+        out = tmp_path / f"w{weight}"
+        rc = main(["train", "--config", str(CONFIGS / "tiny" / "stage2.yaml"), "--data", str(shards), "--init",
+                   str(stage1_run / "model"), "--output-dir", str(out), "--max-steps", "1", *FAST,
+                   f"--mouth_loss_weight={weight}", "--snr_gamma=0"])
+        assert rc == 0
+        losses[weight] = json.loads((out / "log.jsonl").read_text().splitlines()[0])["loss"]
+    assert losses["0"] != losses["4"]

@@ -11,7 +11,7 @@ from torch import nn
 from emoportrait.config import load_config
 from emoportrait.errors import EMOError
 from emoportrait.training.config import TrainConfig
-from emoportrait.training.module import EMOTrainingModule, EncodedBatch, VAETrainingModule, random_crops
+from emoportrait.training.module import EMOTrainingModule, EncodedBatch, VAETrainingModule, random_crops, region_weighted_mean
 
 
 class _ConstantUNet(nn.Module):
@@ -97,3 +97,16 @@ def test_float_keys_accept_exponents_without_a_dot_and_reject_words():
         load_config(TrainConfig, None, ["optim.lr=fast"])
     with pytest.raises(EMOError, match="vae.loss"):
         load_config(TrainConfig, None, ["vae.loss=ssim"]).validate()
+
+
+def test_region_weighted_mean_moves_the_loss_share_to_the_mouth_and_keeps_uniform_errors():
+    b, c, f, h, w = 2, 4, 3, 4, 4
+    mask = torch.zeros(b, f, 1, 16, 16)
+    mask[..., 8:16, 0:8] = 1.0  # the lower-left latent quarter (cells (2..3, 0..1)) of 16 px frames
+    uniform = torch.full((b, c, f, h, w), 0.7)
+    assert torch.allclose(region_weighted_mean(uniform, mask, 4.0), torch.full((b,), 0.7))  # scale kept
+    err = torch.zeros(b, c, f, h, w)
+    err[..., 2:4, 0:2] = 1.0  # all the error sits in the mouth region
+    # plain mean 4/16 = 0.25; weighted: (5 * 4 cells) / (4 * 5 + 12 * 1) = 20 / 32
+    assert torch.allclose(region_weighted_mean(err, mask, 4.0), torch.full((b,), 20 / 32))
+    assert torch.allclose(region_weighted_mean(err, mask, 0.0), torch.full((b,), 0.25))

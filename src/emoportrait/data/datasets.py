@@ -176,6 +176,28 @@ def face_mask(boxes: np.ndarray, stored_size: int, size: int) -> torch.Tensor:
     return mask
 
 
+MOUTH_BOX = (0.2, 0.55, 0.8, 1.0)  # the mouth region as fractions (x0, y0, x1, y1) of a face box
+
+
+def mouth_mask(boxes: np.ndarray, stored_size: int, size: int) -> torch.Tensor:
+    """(T, 1, size, size) {0, 1} masks of the mouth region of each frame's face box (zeros where none).
+
+    The region is the lower part of the box (`MOUTH_BOX`): no landmarks are stored with the clips, and
+    the detector's boxes run from the brows to the chin, which puts the lips in that window.
+    """
+    mask = torch.zeros(len(boxes), 1, size, size)
+    fx0, fy0, fx1, fy1 = MOUTH_BOX
+    for i, box in enumerate(boxes):
+        if not np.isfinite(box).all():
+            continue
+        x0, y0, x1, y1 = box * (size / stored_size)
+        w, h = x1 - x0, y1 - y0
+        top, bottom = int(np.floor(y0 + fy0 * h)), int(np.ceil(y0 + fy1 * h))
+        left, right = int(np.floor(x0 + fx0 * w)), int(np.ceil(x0 + fx1 * w))
+        mask[i, :, max(top, 0) : min(bottom, size), max(left, 0) : min(right, size)] = 1.0
+    return mask
+
+
 # ---------------------------------------------------------------------------------------------
 # Stage datasets (map-style)
 # ---------------------------------------------------------------------------------------------
@@ -279,14 +301,17 @@ class VideoClipDataset(ClipDataset):
         num_motion_frames: N, preceding frames given as motion frames (paper 4).
         window: m, audio/speed context frames each side (paper 2).
         speed_centers, speed_radii: bucket centres c_d / radii r_d (default: the model config's).
+        with_mouth_mask: also return `mouth_mask` (F, 1, H, W) of the F target frames (`mouth_mask`),
+            for the training's mouth-region loss weight.
     """
 
     require_audio = True
 
     def __init__(self, root: str | os.PathLike, num_frames: int = 12, num_motion_frames: int = 4, window: int = 2,
                  speed_centers: tuple[float, ...] | None = None, speed_radii: tuple[float, ...] | None = None,
-                 **kwargs):
+                 with_mouth_mask: bool = False, **kwargs):
         self.num_frames, self.num_motion_frames, self.window = int(num_frames), int(num_motion_frames), int(window)
+        self.with_mouth_mask = bool(with_mouth_mask)
         self.min_frames = self.num_frames + self.num_motion_frames
         if speed_centers is None or speed_radii is None:
             from emoportrait.models.config import ModelConfig
@@ -318,13 +343,15 @@ class VideoClipDataset(ClipDataset):
             "speed": speed,
             "speed_buckets": speed_to_buckets(speed, self.speed_centers, self.speed_radii),  # (N+F, D)
         }
+        if self.with_mouth_mask:
+            item["mouth_mask"] = mouth_mask(src.array("boxes")[s + self.num_motion_frames : s + n], self.stored_size, self.size)
         feats = src.features(s - m, s + n + m)
         if feats is not None:
             item["audio_features"] = torch.from_numpy(feats)  # (N+F+2m, L, D)
         return item
 
 
-_VIDEO_ONLY = ("num_frames", "num_motion_frames", "window", "speed_centers", "speed_radii")
+_VIDEO_ONLY = ("num_frames", "num_motion_frames", "window", "speed_centers", "speed_radii", "with_mouth_mask")
 
 
 def stage_dataset(stage: str | int, root: str | os.PathLike, streaming: bool = False, shuffle_buffer: int = 8,
@@ -356,5 +383,5 @@ def stage_dataset(stage: str | int, root: str | os.PathLike, streaming: bool = F
     return dataset
 
 
-__all__ = ["ARRAY_FIELDS", "ClipEntry", "ClipSource", "ImageClipDataset", "VideoClipDataset", "face_mask",
+__all__ = ["ARRAY_FIELDS", "ClipEntry", "ClipSource", "ImageClipDataset", "VideoClipDataset", "face_mask", "mouth_mask",
            "list_clips", "load_manifest", "stage_dataset"]

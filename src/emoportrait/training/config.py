@@ -123,6 +123,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     allow_tf32: bool = True
     snr_gamma: float = 0.0  # > 0: Min-SNR-gamma loss weighting (5 is usual); 0: the paper's plain eps-MSE
+    mouth_loss_weight: float = 0.0  # stages 2/3: the mouth region's loss counts 1 + this (Hallo-style lip weight); 0: off
     trainable: list[str] | None = None  # None = the stage's default groups (DEFAULT_TRAINABLE)
     force: bool = False  # allow a stage-k run from a model that has not finished stage k-1
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -164,8 +165,10 @@ class TrainConfig:
                 raise EMOError(f"dropout.{name} must be a probability in [0, 1], got {p}")
         if self.vae.loss not in ("l1", "l2"):
             raise EMOError(f"vae.loss must be l1 or l2, got {self.vae.loss!r}")
-        if self.vae.crop_size < 0 or self.snr_gamma < 0:
-            raise EMOError(f"vae.crop_size and snr_gamma must be >= 0, got {self.vae.crop_size} and {self.snr_gamma}")
+        for name, value in (("vae.crop_size", self.vae.crop_size), ("snr_gamma", self.snr_gamma),
+                            ("mouth_loss_weight", self.mouth_loss_weight)):
+            if value < 0:
+                raise EMOError(f"{name} must be >= 0, got {value}")
         if self.optim.lr <= 0:
             raise EMOError(f"optim.lr must be positive, got {self.optim.lr}")
         return self

@@ -52,6 +52,8 @@ def build_stage_dataset(cfg, model_dir: str | Path) -> Dataset:
     if not root.is_dir():
         raise EMOError(f"--data {root}: shards folder not found; create it with `emoportrait preprocess`")
     options = {**dataset_options(model_dir, cfg.seed), **cfg.data.options}
+    if cfg.mouth_loss_weight > 0:  # the video stages' mouth-region loss weight needs the masks
+        options["with_mouth_mask"] = True
     stage = "1" if cfg.stage == "vae" else cfg.stage
     dataset = stage_dataset(stage, root, streaming=cfg.data.streaming, **options)
     if len(dataset) == 0:

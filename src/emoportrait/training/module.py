@@ -29,6 +29,7 @@ class EncodedBatch:
     face_mask: torch.Tensor  # (B, 1, H, W) pixel-space face-region mask
     audio_features: torch.Tensor | None = None  # (B, N+F+2m, L, D) audio-encoder features
     speed: torch.Tensor | None = None  # (B, N+F) head rotation speed, degrees/frame
+    mouth_mask: torch.Tensor | None = None  # (B, F, 1, H, W) pixel-space mouth regions of the F target frames
 
 
 def _zero_where(x: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
@@ -41,12 +42,24 @@ def _has_grad(module: nn.Module | None) -> bool:
     return module is not None and any(p.requires_grad for p in module.parameters())
 
 
+def region_weighted_mean(err: torch.Tensor, mask: torch.Tensor, weight: float) -> torch.Tensor:
+    """Per-sample mean of (B, C, F, h, w) `err` where the (B, F, 1, H, W) pixel `mask` counts 1 + `weight`.
+
+    The mask is reduced to the latent grid by area (a latent cell half inside counts half); the mean is
+    normalised by the weights, so the loss keeps its scale and only its share moves to the region.
+    """
+    b, c, f, h, w = err.shape
+    cells = F.adaptive_avg_pool2d(mask.flatten(0, 1).float(), (h, w))  # (B*F, 1, h, w)
+    weights = 1.0 + weight * cells.reshape(b, f, 1, h, w).permute(0, 2, 1, 3, 4)  # (B, 1, F, h, w)
+    return (err * weights).sum(dim=(1, 2, 3, 4)) / (weights.sum(dim=(1, 2, 3, 4)) * c)
+
+
 class EMOTrainingModule(nn.Module):
     """Backbone + ReferenceNet + face locator + audio projection + speed encoder, and the loss of a stage."""
 
     def __init__(self, unet, reference_unet, face_locator, audio_proj, speed_encoder, noise_scheduler, stage: str,
                  p_drop_reference: float = 0.0, p_drop_audio: float = 0.0, p_drop_motion: float = 0.0,
-                 snr_gamma: float = 0.0):
+                 snr_gamma: float = 0.0, mouth_loss_weight: float = 0.0):
         super().__init__()
         self.unet = unet
         self.reference_unet = reference_unet
@@ -57,6 +70,7 @@ class EMOTrainingModule(nn.Module):
         self.stage = stage
         self.p_drop_reference, self.p_drop_audio, self.p_drop_motion = p_drop_reference, p_drop_audio, p_drop_motion
         self.snr_gamma = snr_gamma  # > 0: Min-SNR-gamma loss weights (Hang et al. 2023); 0: the paper's plain MSE
+        self.mouth_loss_weight = mouth_loss_weight  # > 0: extra weight of the mouth region (stages 2/3)
 
     def _reference_features(self, latents: torch.Tensor) -> dict[str, torch.Tensor]:
         """ReferenceNet self-attention features of (B', 4, h, w) latents; no graph when it is frozen."""
@@ -108,14 +122,19 @@ class EMOTrainingModule(nn.Module):
         noisy = self.noise_scheduler.add_noise(target, noise, t)
         pred = self.unet(noisy, t, reference_features=reference, motion_features=motion, audio_embeds=audio,
                          speed_embeds=speed, face_features=face, skip_temporal=self.stage == "1").sample
-        if self.snr_gamma <= 0:
-            return F.mse_loss(pred.float(), noise.float())
-        # Min-SNR-gamma for eps-prediction: weight min(SNR, gamma) / SNR per sample, so the nearly clean
-        # steps (huge SNR, easy) stop dominating the gradient; a from-scratch model converges faster.
-        snr = compute_snr(self.noise_scheduler, t).float()
-        weight = torch.clamp(snr, max=self.snr_gamma) / snr  # (B,)
-        per_sample = (pred.float() - noise.float()).pow(2).mean(dim=tuple(range(1, pred.dim())))
-        return (per_sample * weight).mean()
+        err = (pred.float() - noise.float()).pow(2)  # (B, 4, F, h, w)
+        if self.mouth_loss_weight > 0 and self.stage != "1":
+            if batch.mouth_mask is None:
+                raise EMOError("mouth_loss_weight > 0 needs mouth masks in the batch (the dataset's with_mouth_mask)")
+            per_sample = region_weighted_mean(err, batch.mouth_mask.to(err.device), self.mouth_loss_weight)
+        else:
+            per_sample = err.mean(dim=tuple(range(1, err.dim())))  # (B,)
+        if self.snr_gamma > 0:
+            # Min-SNR-gamma for eps-prediction: weight min(SNR, gamma) / SNR per sample, so the nearly clean
+            # steps (huge SNR, easy) stop dominating the gradient; a from-scratch model converges faster.
+            snr = compute_snr(self.noise_scheduler, t).float()
+            per_sample = per_sample * torch.clamp(snr, max=self.snr_gamma) / snr
+        return per_sample.mean()
 
 
 def random_crops(pixels: torch.Tensor, size: int) -> torch.Tensor:
@@ -180,4 +199,6 @@ def encode_batch(batch: dict, vae, audio_encoder, stage: str) -> EncodedBatch:
             audio = batch["audio"].float()  # (B, S)
             audio_features = audio_encoder(audio, num_frames=audio.shape[1] // SAMPLES_PER_FRAME).float()
         speed = batch["speed"].float()
-    return EncodedBatch(latents, reference, batch["face_mask"].float(), audio_features, speed)
+    mouth = batch.get("mouth_mask")
+    return EncodedBatch(latents, reference, batch["face_mask"].float(), audio_features, speed,
+                        None if mouth is None else mouth.float())

@@ -94,7 +94,7 @@ def train(cfg: TrainConfig, init: str | Path, output_dir: str | Path, resume: st
         noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)  # SD's training schedule
         module = EMOTrainingModule(pipe.unet, pipe.reference_unet, pipe.face_locator, pipe.audio_proj, pipe.speed_encoder,
                                    noise_scheduler, cfg.stage, cfg.dropout.reference, cfg.dropout.audio, cfg.dropout.motion,
-                                   cfg.snr_gamma)
+                                   cfg.snr_gamma, cfg.mouth_loss_weight)
         pipe.vae.requires_grad_(False).eval().to(accelerator.device)
         # The frozen VAE runs in the mixed-precision dtype, except SD's VAE under fp16 (overflows).
         if weight_dtype == torch.bfloat16 or (weight_dtype == torch.float16 and not pipe.vae.config.force_upcast):
