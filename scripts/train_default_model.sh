@@ -49,7 +49,25 @@ PYEOF
 "${EMO[@]}" preprocess --videos "$WORK/train_videos.txt" --out "$WORK/shards" --size 128 --workers "$WORKERS"
 
 step "3/8 random tiny model"
-[ -d "$WORK/init" ] || "${EMO[@]}" init --config tiny --out "$WORK/init" --seed "$SEED"
+if [ -d "$WORK/init" ]; then
+  # A resumed recipe must start from what this code's `init` makes: an init folder left by older code
+  # (e.g. before temporal modules started as the identity) would silently change every later step.
+  rm -rf "$WORK/init.check" && "${EMO[@]}" init --config tiny --out "$WORK/init.check" --seed "$SEED" > /dev/null
+  "$PY" - "$WORK/init" "$WORK/init.check" <<'PYEOF'
+import sys
+from pathlib import Path
+import torch
+from safetensors.torch import load_file
+a, b = Path(sys.argv[1]), Path(sys.argv[2])
+for f in sorted(b.glob("*/*.safetensors")):
+    x, y = load_file(str(a / f.relative_to(b))), load_file(str(f))
+    if x.keys() != y.keys() or any(not torch.equal(x[k], y[k]) for k in y):
+        sys.exit(f"{a} differs from what `emoportrait init` makes now ({f.parent.name}); remove {a.parent} and rerun")
+PYEOF
+  rm -rf "$WORK/init.check"
+else
+  "${EMO[@]}" init --config tiny --out "$WORK/init" --seed "$SEED"
+fi
 
 train() {  # train STAGE CONFIG INIT OUT
   if [ ! -f "$4/model/model_index.json" ]; then
