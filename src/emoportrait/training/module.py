@@ -152,7 +152,7 @@ class VAETrainingModule(nn.Module):
     """The tiny AutoencoderKL stand-in for SD's VAE: L2 (or L1) reconstruction + a small KL term.
 
     With `crop_size` it trains on random crops (the autoencoder is fully convolutional, as SD's VAE was
-    trained on 256 px crops): a quarter of the pixels per image at half size, so four times the steps.
+    trained on 256 px crops): at half size a step costs about a quarter (measured 0.25 vs 1.03 s for 8 images).
     """
 
     def __init__(self, vae, kl_weight: float = 1e-6, crop_size: int = 0, loss: str = "l2"):
