@@ -170,10 +170,16 @@ def face_mask(boxes: np.ndarray, stored_size: int, size: int) -> torch.Tensor:
     b = boxes[np.isfinite(boxes).all(axis=1)] * (size / stored_size)
     mask = torch.zeros(1, size, size)
     if len(b):
-        x0, y0 = int(np.floor(b[:, 0].min())), int(np.floor(b[:, 1].min()))
-        x1, y1 = int(np.ceil(b[:, 2].max())), int(np.ceil(b[:, 3].max()))
-        mask[:, max(y0, 0) : min(y1, size), max(x0, 0) : min(x1, size)] = 1.0
+        _fill_box(mask, b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max())
     return mask
+
+
+def _fill_box(mask: torch.Tensor, x0: float, y0: float, x1: float, y1: float) -> None:
+    """Set the (..., H, W) `mask` to 1 inside a pixel box rounded outwards and clipped to the frame."""
+    h, w = mask.shape[-2:]
+    top, bottom = max(int(np.floor(y0)), 0), min(int(np.ceil(y1)), h)
+    left, right = max(int(np.floor(x0)), 0), min(int(np.ceil(x1)), w)
+    mask[..., top:bottom, left:right] = 1.0
 
 
 MOUTH_BOX = (0.2, 0.55, 0.8, 1.0)  # the mouth region as fractions (x0, y0, x1, y1) of a face box
@@ -192,9 +198,7 @@ def mouth_mask(boxes: np.ndarray, stored_size: int, size: int) -> torch.Tensor:
             continue
         x0, y0, x1, y1 = box * (size / stored_size)
         w, h = x1 - x0, y1 - y0
-        top, bottom = int(np.floor(y0 + fy0 * h)), int(np.ceil(y0 + fy1 * h))
-        left, right = int(np.floor(x0 + fx0 * w)), int(np.ceil(x0 + fx1 * w))
-        mask[i, :, max(top, 0) : min(bottom, size), max(left, 0) : min(right, size)] = 1.0
+        _fill_box(mask[i], x0 + fx0 * w, y0 + fy0 * h, x0 + fx1 * w, y0 + fy1 * h)
     return mask
 
 
