@@ -11,7 +11,13 @@ from torch import nn
 from emoportrait.config import load_config
 from emoportrait.errors import EMOError
 from emoportrait.training.config import TrainConfig
-from emoportrait.training.module import EMOTrainingModule, EncodedBatch, VAETrainingModule, random_crops, region_weighted_mean
+from emoportrait.training.module import (
+    EMOTrainingModule,
+    EncodedBatch,
+    VAETrainingModule,
+    random_crops,
+    region_weighted_mean,
+)
 
 
 class _ConstantUNet(nn.Module):
