@@ -1,6 +1,6 @@
 """Turn the default-model recipe's outputs into docs/default_model.md and its pictures.
 
-Reads WORK (default runs/default): the loss logs of the VAE and stages 1-3, the behaviour checks
+Reads WORK (default runs/default): the loss logs of the VAE, stages 1-3 and the decoder run, the behaviour checks
 (`checks/checks.json`, evaluation/model_checks.py) and the evaluation report (`eval/metrics.json`);
 writes docs/default_model.md (every number with the command that produced it, each target next to
 it) and docs/images/default_model_{losses,long}.png.
@@ -21,7 +21,7 @@ from emoportrait.training.logging import read_log
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = (("vae", "VAE stand-in"), ("stage1", "stage 1 (image)"), ("stage2", "stage 2 (video + audio)"),
-        ("stage3", "stage 3 (speed)"))
+        ("stage3", "stage 3 (speed)"), ("decoder", "VAE decoder alone"))
 
 
 def _f(x, digits: int = 3) -> str:
@@ -91,7 +91,7 @@ def main() -> None:
         lines.append(f"| {label} | {steps} | {first:.4f} | {last:.4f} | {minutes:.0f} |")
     lines += ["", "![losses](images/default_model_losses.png)", ""]
 
-    ls, sp, lg = checks.get("lipsync", {}), checks.get("speed", {}), checks.get("long", {})
+    ls, sp, lg, vc = checks.get("lipsync", {}), checks.get("speed", {}), checks.get("long", {}), checks.get("vae", {})
     own, shuf = ls.get("own", {}), ls.get("shuffled", {})
     q1, q4 = lg.get("first_quarter", {}), lg.get("last_quarter", {})
     lines += ["## Behaviour on held-out identities and sentences", "",
@@ -102,6 +102,11 @@ def main() -> None:
               f"| lip-sync r of the ground-truth videos (the measuring device's ceiling) | {_f(own.get('lipsync_r_gt_video'))} | |",
               f"| identity similarity, generated / ground truth | {_f(own.get('identity_sim'))} / "
               f"{_f(own.get('identity_sim_gt'))} = {_f(ls.get('identity_ratio'))} | >= 0.8 |"]
+    if vc:
+        lines += [f"| the same clips' ground truth through the VAE alone (the ceiling of any backbone with this VAE): "
+                  f"identity / ground truth, lip-sync r, pixel MSE | {_f(vc.get('identity_sim'))} / "
+                  f"{_f(vc.get('identity_sim_gt'))} = {_f(vc.get('identity_ratio'))}, {_f(vc.get('lipsync_r'))}, "
+                  f"{_f(vc.get('mse'), 4)} | |"]
     measured = sp.get("measured", {})
     lines.append("| head speed measured at requested " + ", ".join(f"{k}" for k in measured) + " deg/frame | "
                  + ", ".join(_f(v) for v in measured.values()) + f" (monotonic: {sp.get('monotonic')}) | increasing |")
@@ -111,7 +116,7 @@ def main() -> None:
               f"{_f(q1.get('identity_sim'))} / {_f(q4.get('identity_sim'))} | no drift |",
               f"| {lg.get('seconds', 0):.0f} s video: seam ratio (boundary / within-clip change) | {_f(lg.get('seam'))} | <= 1.5 |",
               "", "Commands:", ""]
-    for name in ("lipsync", "speed", "long"):
+    for name in ("lipsync", "speed", "long", "vae"):
         if "command" in checks.get(name, {}):
             lines.append(f"- {name}: `{checks[name]['command']}`")
     pv = metrics.get("per_video", {})
@@ -135,7 +140,7 @@ def main() -> None:
         lines += ["", "## Does it use its conditions? (condition probe)", "",
                   f"The stage-{probe['stage']} eps-MSE (plain) on {probe['samples']} training samples x {probe['repeats']} "
                   "noise draws, the same draws for each variant (`python -m emoportrait.evaluation.condition_probe "
-                  f"--model runs/default/stage3/model --data runs/default/shards --stage {probe['stage']} --samples "
+                  f"--model runs/default/decoder/model --data runs/default/shards --stage {probe['stage']} --samples "
                   f"{probe['samples']}`):", "", "| condition | own | shuffled | zeros | gap (shuffled - own) |", "|---|---|---|---|---|"]
         for c in ("reference", "audio"):
             if f"{c}_shuffled" in loss:

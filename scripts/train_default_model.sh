@@ -4,7 +4,8 @@
 #   scripts/train_default_model.sh            # or: make default-model
 #
 # Steps: render the synthetic world -> preprocess the TRAIN split into shards -> random tiny model
-# -> tiny VAE stand-in -> EMO stages 1, 2, 3 -> evaluate on held-out identities -> copy the model
+# -> tiny VAE stand-in -> EMO stages 1, 2, 3 -> the VAE decoder fine-tuned alone (encoder frozen, as SD's
+# ft-MSE VAE) -> evaluate on held-out identities -> copy the model
 # into src/emoportrait/assets/default_model. Every step is resumable: a finished step is skipped,
 # an interrupted training step continues from its last checkpoint (--resume latest), so the recipe
 # can be run in pieces. Budgets (world size, steps) are the tiny configs'; override with env vars,
@@ -30,13 +31,13 @@ mkdir -p "$WORK"
 
 step() { echo; echo "== $* ($(date +%H:%M:%S))"; }
 
-step "1/8 synthetic world"
+step "1/9 synthetic world"
 if [ ! -f "$WORK/world/manifest.json" ]; then
   "${EMO[@]}" synth --out "$WORK/world" --identities "$IDENTITIES" --clips-per-identity "$CLIPS" \
     --seconds "$SECONDS_PER_CLIP" --size 128 --seed "$SEED" --workers "$WORKERS" --sheet
 fi
 
-step "2/8 shards of the train split (held-out identities and sentences are never trained on)"
+step "2/9 shards of the train split (held-out identities and sentences are never trained on)"
 "$PY" - "$WORK" <<'PYEOF'
 import json, sys
 from pathlib import Path
@@ -48,7 +49,7 @@ print(f"{len(train)} training clips of {len(manifest['clips'])}")
 PYEOF
 "${EMO[@]}" preprocess --videos "$WORK/train_videos.txt" --out "$WORK/shards" --size 128 --workers "$WORKERS"
 
-step "3/8 random tiny model"
+step "3/9 random tiny model"
 if [ -d "$WORK/init" ]; then
   # A resumed recipe must start from what this code's `init` makes: an init folder left by older code
   # (e.g. before temporal modules started as the identity) would silently change every later step.
@@ -77,28 +78,32 @@ train() {  # train STAGE CONFIG INIT OUT
       "${EMO[@]}" train --config "$2" --stage "$1" --data "$WORK/shards" --init "$3" --output-dir "$4" "${resume[@]}" ${TRAIN_ARGS:-}
   fi
 }
-step "4/8 tiny VAE stand-in";  train vae configs/tiny/vae.yaml "$WORK/init" "$WORK/vae"
-step "5/8 stage 1 (image)";    train 1   configs/tiny/stage1.yaml "$WORK/vae/model"   "$WORK/stage1"
-step "6/8 stage 2 (video)";    train 2   configs/tiny/stage2.yaml "$WORK/stage1/model" "$WORK/stage2"
-step "7/8 stage 3 (speed)";    train 3   configs/tiny/stage3.yaml "$WORK/stage2/model" "$WORK/stage3"
+step "4/9 tiny VAE stand-in";  train vae configs/tiny/vae.yaml "$WORK/init" "$WORK/vae"
+step "5/9 stage 1 (image)";    train 1   configs/tiny/stage1.yaml "$WORK/vae/model"   "$WORK/stage1"
+step "6/9 stage 2 (video)";    train 2   configs/tiny/stage2.yaml "$WORK/stage1/model" "$WORK/stage2"
+step "7/9 stage 3 (speed)";    train 3   configs/tiny/stage3.yaml "$WORK/stage2/model" "$WORK/stage3"
+# The decoder alone trains on (longer than the VAE did): the latents stages 1-3 learned stay bit-identical.
+step "8/9 VAE decoder";        train vae configs/tiny/vae_decoder.yaml "$WORK/stage3/model" "$WORK/decoder"
+MODEL="$WORK/decoder/model"
 
-step "8/8 evaluation on held-out identities and sentences"
-# Then two processes, one core each: lip-sync with own vs shuffled audio (+ identity), then the speed
+step "9/9 evaluation on held-out identities and sentences"
+# Then two processes, one core each: lip-sync with own vs shuffled audio (+ identity) and the VAE's
+# ceiling (the same clips' ground truth through the VAE alone), then the speed
 # sweep and the 20 s video (evaluation/model_checks.py); then the full report on the own-audio videos.
-CHECKS=("$PY" -m emoportrait.evaluation.model_checks --model "$WORK/stage3/model" --set "$WORK/world"
+CHECKS=("$PY" -m emoportrait.evaluation.model_checks --model "$MODEL" --set "$WORK/world"
         --out "$WORK/checks" --steps "$EVAL_STEPS" --max-frames "$EVAL_FRAMES")
 # First the condition probe (evaluation/condition_probe.py): the stage-3 loss on 16 training samples
 # with their own vs shuffled reference and audio, i.e. whether the model uses its conditions at all.
 mkdir -p "$WORK/checks"
 [ -f "$WORK/checks/probe.json" ] || OMP_NUM_THREADS=$TRAIN_THREADS MKL_NUM_THREADS=$TRAIN_THREADS \
-  "$PY" -m emoportrait.evaluation.condition_probe --model "$WORK/stage3/model" --data "$WORK/shards" --stage 3 \
+  "$PY" -m emoportrait.evaluation.condition_probe --model "$MODEL" --data "$WORK/shards" --stage 3 \
   --samples 16 --out "$WORK/checks/probe.json" > /dev/null
 pids=()
-[ -f "$WORK/checks/lipsync.json" ] || { "${CHECKS[@]}" --checks lipsync --clips "$EVAL_CLIPS" & pids+=($!); }
+[ -f "$WORK/checks/vae.json" ] || { "${CHECKS[@]}" --checks lipsync,vae --clips "$EVAL_CLIPS" & pids+=($!); }
 [ -f "$WORK/checks/long.json" ] || { "${CHECKS[@]}" --checks speed,long --speed-clips 3 & pids+=($!); }
 for p in "${pids[@]}"; do wait "$p"; done
-"$PY" -m emoportrait.evaluation.model_checks --model "$WORK/stage3/model" --set "$WORK/world" --out "$WORK/checks" --checks ""
+"$PY" -m emoportrait.evaluation.model_checks --model "$MODEL" --set "$WORK/world" --out "$WORK/checks" --checks ""
 "${EMO[@]}" evaluate --set "$WORK/world" --split heldout_identity,heldout_sentence --videos "$WORK/checks/videos/lipsync_own" \
   --max-frames "$EVAL_FRAMES" --out "$WORK/eval" -q
 echo
-echo "to ship it: rm -rf src/emoportrait/assets/default_model && cp -r $WORK/stage3/model src/emoportrait/assets/default_model"
+echo "to ship it: rm -rf src/emoportrait/assets/default_model && cp -r $MODEL src/emoportrait/assets/default_model"

@@ -30,13 +30,20 @@ def test_checks_end_to_end(world, tmp_path, capsys):
                  "--clips", "2", "--speed-clips", "1", "--max-frames", "13", "--long-seconds", "1.2",
                  "--steps", "1", "--device", "cpu"]) == 0
     merged = json.loads((out / "checks.json").read_text())
-    assert set(merged) == {"lipsync", "speed", "long"}
+    assert set(merged) == {"lipsync", "speed", "long", "vae"}
     assert merged["lipsync"]["clips"] == 2 and set(merged["lipsync"]) >= {"own", "shuffled"}
     assert len(list((out / "videos" / "lipsync_shuffled").glob("*.mp4"))) == 2
     assert list(merged["speed"]["measured"]) == ["0.1", "0.9", "1.6"]
     assert merged["long"]["frames"] == 30 and np.isfinite(merged["long"]["first_quarter"]["jitter_hf"])
     assert (out / "long_sheet.png").is_file()
     assert "model_checks" in merged["long"]["command"]
+    # the VAE ceiling: the same 2 clips' ground truth through the random VAE, 13 frames each, scored
+    vae = merged["vae"]
+    recon = sorted((out / "videos" / "vae_reconstruction").glob("*.mp4"))
+    assert vae["clips"] == 2 and len(recon) == 2 and 0 < vae["mse"] < 4
+    from emoportrait.data.media import read_video
+
+    assert read_video(recon[0]).shape[0] == 13
 
 
 def test_unknown_check_is_one_line(world, tmp_path, capsys):

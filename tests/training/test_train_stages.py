@@ -134,3 +134,23 @@ def test_vae_stage_trains_only_the_vae_and_measures_its_scaling_factor(tiny_mode
     assert scale != 1.0 and scale > 0
     assert json.loads((out / "emo_training.json").read_text())["stages"] == ["vae"]
     check_init(out, "1")  # stage 1 may start from it
+
+
+def test_vae_decoder_run_keeps_the_encoder_and_scale_bit_identical(chain, tmp_path):
+    """trainable: [vae_decoder] (after stage 3): only decoder + post-quant conv move, so the latents the
+    backbone was trained on do not change, and the model keeps its finished stages."""
+    before = chain["3"]
+    out = train(fast_config("vae", max_steps=2, batch_size=2, trainable=["vae_decoder"]), before, tmp_path / "dec",
+                dataset=ContractDataset("vae", num_clips=4))
+    a = load_file(str(before / "vae" / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(out / "vae" / "diffusion_pytorch_model.safetensors"))
+    moved = {k for k in a if not torch.equal(a[k], b[k])}
+    assert moved and all(k.startswith(("decoder.", "post_quant_conv.")) for k in moved)
+    assert any(k.startswith("post_quant_conv.") for k in moved)
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("encoder.", "quant_conv.")))
+    d = _diff(before, out)
+    for part in ("unet", "reference_unet", "face_locator", "audio_proj", "speed_encoder"):
+        assert all(c == 0 for c, _ in d[part].values()), part
+    scale = lambda m: json.loads((m / "vae" / "config.json").read_text())["scaling_factor"]  # noqa: E731
+    assert scale(out) == scale(before)
+    assert {"1", "2", "3"} <= set(json.loads((out / "emo_training.json").read_text())["stages"])

@@ -15,7 +15,9 @@ STAGES = ("vae", "1", "2", "3")
 # Trainable groups. The backbone's parameters are split by `parameter_groups(unet)` into
 # spatial/temporal/audio/speed; `audio` also covers `audio_proj`, `speed` also covers `speed_encoder`,
 # and the ReferenceNet and face locator are groups of their own.
-GROUPS = ("spatial", "temporal", "audio", "speed", "reference", "face_locator", "vae")
+# `vae_decoder` is the VAE's decoder alone (as SD's ft-MSE VAE): the encoder, hence the latent space a
+# trained backbone expects, and the scaling factor stay as they are.
+GROUPS = ("spatial", "temporal", "audio", "speed", "reference", "face_locator", "vae", "vae_decoder")
 
 # Paper 3.3: stage 1 trains backbone + ReferenceNet + face locator on single frames; stage 2 the
 # temporal modules and audio layers; stage 3 the temporal modules and speed layers, audio frozen.
@@ -29,7 +31,7 @@ DEFAULT_TRAINABLE: dict[str, tuple[str, ...]] = {
 # Groups whose layers the stage's forward pass actually runs (stage 1 skips temporal/audio/speed,
 # stage 2 passes no speed): training a group outside this set would be a silent no-op.
 USED_GROUPS: dict[str, tuple[str, ...]] = {
-    "vae": ("vae",),
+    "vae": ("vae", "vae_decoder"),
     "1": ("spatial", "reference", "face_locator"),
     "2": ("spatial", "temporal", "audio", "reference", "face_locator"),
     "3": ("spatial", "temporal", "audio", "speed", "reference", "face_locator"),

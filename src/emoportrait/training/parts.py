@@ -75,11 +75,16 @@ def set_trainable(module: nn.Module, groups: tuple[str, ...]) -> list[nn.Paramet
     """Freeze everything, then unfreeze the parameters of `groups`; returns the trainable parameters.
 
     Backbone membership comes from `parameter_groups(unet)` (spatial/temporal/audio/speed); the audio
-    projection belongs to `audio`, the speed encoder to `speed`, the ReferenceNet to `reference`.
+    projection belongs to `audio`, the speed encoder to `speed`, the ReferenceNet to `reference`;
+    `vae_decoder` is the VAE's decoder and post-quant conv.
     """
     module.requires_grad_(False)
     if hasattr(module, "vae"):  # VAETrainingModule
         module.vae.requires_grad_("vae" in groups)
+        if "vae_decoder" in groups:
+            module.vae.decoder.requires_grad_(True)
+            if module.vae.post_quant_conv is not None:
+                module.vae.post_quant_conv.requires_grad_(True)
     else:
         from emoportrait.models import parameter_groups
 

@@ -184,7 +184,7 @@ def train(cfg: TrainConfig, init: str | Path, output_dir: str | Path, resume: st
             accelerator.unwrap_model(module).load_state_dict(full)
     out = output_dir / "model"
     if accelerator.is_main_process:
-        if cfg.stage == "vae":
+        if cfg.stage == "vae" and "vae" in cfg.trainable_groups():  # a decoder-only run keeps the latent scale
             frames = (torch.cat([b["pixel_values"], b["reference"]]) for _, b in zip(range(4), loader))
             pipe.vae.register_to_config(scaling_factor=measure_scaling_factor(pipe.vae, frames, torch.float32))
         write_model_folder(pipe, out, record, cfg.stage, state.step, cfg, init)
