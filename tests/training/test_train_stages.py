@@ -153,4 +153,6 @@ def test_vae_decoder_run_keeps_the_encoder_and_scale_bit_identical(chain, tmp_pa
         assert all(c == 0 for c, _ in d[part].values()), part
     scale = lambda m: json.loads((m / "vae" / "config.json").read_text())["scaling_factor"]  # noqa: E731
     assert scale(out) == scale(before)
-    assert {"1", "2", "3"} <= set(json.loads((out / "emo_training.json").read_text())["stages"])
+    record = json.loads((out / "emo_training.json").read_text())
+    assert record["stages"] == ["1", "2", "3", "vae_decoder"] and record["steps"]["vae_decoder"] == 2
+    assert record["steps"]["3"] == 2  # the earlier stages' steps are kept
