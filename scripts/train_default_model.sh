@@ -82,7 +82,7 @@ step "4/9 tiny VAE stand-in";  train vae configs/tiny/vae.yaml "$WORK/init" "$WO
 step "5/9 stage 1 (image)";    train 1   configs/tiny/stage1.yaml "$WORK/vae/model"   "$WORK/stage1"
 step "6/9 stage 2 (video)";    train 2   configs/tiny/stage2.yaml "$WORK/stage1/model" "$WORK/stage2"
 step "7/9 stage 3 (speed)";    train 3   configs/tiny/stage3.yaml "$WORK/stage2/model" "$WORK/stage3"
-# The decoder alone trains on (longer than the VAE did): the latents stages 1-3 learned stay bit-identical.
+# The decoder alone, for 2000 more steps: the encoder, so the latents stages 1-3 learned, stays bit-identical.
 step "8/9 VAE decoder";        train vae configs/tiny/vae_decoder.yaml "$WORK/stage3/model" "$WORK/decoder"
 MODEL="$WORK/decoder/model"
 
