@@ -79,6 +79,10 @@ def test_vae_module_crops_and_uses_l1_when_asked():
     class _Identity(nn.Module):  # records what it encodes; decodes to zeros, so the loss is |x| or x^2
         config = None
 
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.Linear(1, 1)  # trainable, as in a whole-VAE run
+
         def encode(self, x):
             seen.append(x.shape)
             dist = type("D", (), {"sample": lambda s: torch.zeros_like(x), "kl": lambda s: torch.zeros(x.shape[0])})()
@@ -94,6 +98,24 @@ def test_vae_module_crops_and_uses_l1_when_asked():
     assert l1.item() == pytest.approx(0.5) and l2.item() == pytest.approx(0.25)
     with pytest.raises(EMOError, match="vae.loss"):
         VAETrainingModule(_Identity(), loss="l3")
+
+
+def test_vae_module_with_a_frozen_encoder_drops_the_constant_kl_and_runs_it_without_grad():
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL(block_out_channels=(8,), layers_per_block=1, norm_num_groups=4, latent_channels=4)
+    x = torch.rand(2, 3, 8, 8) * 2 - 1
+    torch.manual_seed(0)
+    whole = VAETrainingModule(vae, kl_weight=1.0)(x)
+    vae.encoder.requires_grad_(False)
+    vae.quant_conv.requires_grad_(False)
+    torch.manual_seed(0)  # the same posterior sample
+    decoder_only = VAETrainingModule(vae, kl_weight=1.0)(x)
+    kl = vae.encode(x).latent_dist.kl().mean()
+    assert whole.item() == pytest.approx(decoder_only.item() + kl.item(), rel=1e-5)
+    decoder_only.backward()
+    assert all(p.grad is None for p in vae.encoder.parameters())
+    assert all(p.grad is not None for p in vae.decoder.parameters() if p.requires_grad)
 
 
 def test_float_keys_accept_exponents_without_a_dot_and_reject_words():
