@@ -54,8 +54,8 @@ def test_default_model_animates_a_face_open_vowel_vs_silence(pipe):
     mouth region of frames driven by an open vowel differs from frames driven by silence, more than the
     rest of the frame does (issue 9).
 
-    portrait_2 (a head-and-shoulders framing): in frames from the close-up portrait_0 MediaPipe
-    finds no face in the second frame for 3 of 4 seeds (docs/default_model.md)."""
+    portrait_2 (a head-and-shoulders framing): in the 2 frames from the close-up portrait_0 MediaPipe
+    misses the face in at least one for 3 of 4 seeds (README.md, the default model's table)."""
     from emoportrait.data.datasets import MOUTH_BOX
     from emoportrait.data.faces import FaceDetector
     from emoportrait.data.media import read_audio

@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--checks", default=",".join(CHECKS), help=f"comma-separated, of {', '.join(CHECKS)}")
     p.add_argument("--split", default="heldout_identity,heldout_sentence")
-    p.add_argument("--clips", type=int, default=None, help="K clips spread evenly over the split (lipsync; default all)")
+    p.add_argument("--clips", type=int, default=None, help="K clips spread evenly over the split (lipsync, vae; default all)")
     p.add_argument("--speed-clips", type=int, default=4, help="clips per speed level, spread over the split")
     p.add_argument("--max-frames", type=int, default=100, help="frames per clip (lipsync, speed)")
     p.add_argument("--long-seconds", type=float, default=20.0)
