@@ -65,6 +65,12 @@ def _gt_mean(report, key: str) -> float | None:
     return float(np.mean(xs)) if xs else None
 
 
+def _add_identity_ratio(out: dict, scores: dict) -> None:
+    """out["identity_ratio"] = identity similarity / the ground truth's own, where both are measured."""
+    if scores["identity_sim"] is not None and scores["identity_sim_gt"]:
+        out["identity_ratio"] = scores["identity_sim"] / scores["identity_sim_gt"]
+
+
 def check_lipsync(pipe, clips, world: Path, work: Path, splits, steps: int, max_frames: int | None, log) -> dict:
     """Lip-sync r with own vs shuffled audio, and identity similarity vs the ground truth's."""
     from emoportrait.evaluation.generation import generate_for_set
@@ -82,8 +88,7 @@ def check_lipsync(pipe, clips, world: Path, work: Path, splits, steps: int, max_
     own, shuf = out["own"], out["shuffled"]
     if own["lipsync_r"] is not None and shuf["lipsync_r"] is not None:
         out["lipsync_gap"] = own["lipsync_r"] - shuf["lipsync_r"]
-    if own["identity_sim"] is not None and own["identity_sim_gt"]:
-        out["identity_ratio"] = own["identity_sim"] / own["identity_sim_gt"]
+    _add_identity_ratio(out, own)
     out["clips"] = len(clips)
     return out
 
@@ -112,8 +117,7 @@ def check_vae(pipe, clips, world: Path, work: Path, splits, max_frames: int | No
     rep = _evaluate(world, videos, splits, int(pipe.num_frames), max_frames)
     out = {"identity_sim": rep.values["identity_sim"], "identity_sim_gt": _gt_mean(rep, "identity_sim"),
            "lipsync_r": rep.values["lipsync_r"], "mse": float(np.mean(errors)), "clips": len(clips)}
-    if out["identity_sim"] is not None and out["identity_sim_gt"]:
-        out["identity_ratio"] = out["identity_sim"] / out["identity_sim_gt"]
+    _add_identity_ratio(out, out)
     return out
 
 

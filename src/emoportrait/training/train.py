@@ -184,12 +184,12 @@ def train(cfg: TrainConfig, init: str | Path, output_dir: str | Path, resume: st
             accelerator.unwrap_model(module).load_state_dict(full)
     out = output_dir / "model"
     if accelerator.is_main_process:
-        if cfg.stage == "vae" and "vae" in cfg.trainable_groups():  # a decoder-only run keeps the latent scale
+        decoder_only = cfg.stage == "vae" and "vae" not in cfg.trainable_groups()
+        if cfg.stage == "vae" and not decoder_only:  # a decoder-only run keeps the latent scale
             frames = (torch.cat([b["pixel_values"], b["reference"]]) for _, b in zip(range(4), loader))
             pipe.vae.register_to_config(scaling_factor=measure_scaling_factor(pipe.vae, frames, torch.float32))
         # A decoder-only run is recorded as its own step, so the record keeps the VAE's own steps.
-        label = "vae_decoder" if cfg.stage == "vae" and "vae" not in cfg.trainable_groups() else cfg.stage
-        write_model_folder(pipe, out, record, label, state.step, cfg, init)
+        write_model_folder(pipe, out, record, "vae_decoder" if decoder_only else cfg.stage, state.step, cfg, init)
         accelerator.print(f"model written to {out}")
     accelerator.wait_for_everyone()
     log.close()
