@@ -34,6 +34,8 @@ speed_hidden_dim: 16
 face_locator_channels: [4, 8, 8, 8]
 motion_num_attention_heads: 4
 motion_max_seq_length: 16
+guidance_scale_ref: 1.5
+guidance_scale_audio: 4.5
 """
 
 

@@ -34,6 +34,14 @@ def test_init_writes_the_documented_layout(assembled):
     assert not [p for p in assembled.parent.iterdir() if p.name.startswith(".")], "temporary folder left behind"
 
 
+def test_init_records_the_configs_guidance_scales(assembled):
+    from emoportrait.pipelines.pipeline_emo import EMOPipeline
+
+    index = json.loads((assembled / "model_index.json").read_text())
+    assert (index["guidance_scale_ref"], index["guidance_scale_audio"]) == (1.5, 4.5)  # conftest's small.yaml
+    assert EMOPipeline.from_pretrained(assembled).config.guidance_scale_audio == 4.5
+
+
 def test_every_sd_key_lands_under_its_own_name(assembled, pretrained_parts):
     source = _state(pretrained_parts["sd15"], "unet")
     report = {r["component"]: r for r in json.loads((assembled / "init_report.json").read_text())}

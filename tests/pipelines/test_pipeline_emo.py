@@ -114,6 +114,33 @@ def test_cfg_branches_share_one_batched_forward(tiny_pipe, face_mask64):
     assert kw["motion_features"] is None  # first clip: zero motion frames
 
 
+def test_default_guidance_scales_come_from_the_model_folder(tiny_components, tmp_path, face_mask64):
+    import json
+
+    EMOPipeline(**tiny_components, guidance_scale_ref=1.0, guidance_scale_audio=2.5).save_pretrained(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "model_index.json").read_text())["guidance_scale_audio"] == 2.5
+    pipe = EMOPipeline.from_pretrained(tmp_path / "m")
+    pipe.set_progress_bar_config(disable=True)
+    assert (pipe.config.guidance_scale_ref, pipe.config.guidance_scale_audio) == (1.0, 2.5)
+    spy = Spy(pipe.unet, pipe)
+    try:
+        default = run(pipe, speech_like(0.16), face_mask64)  # the folder's scales: ref off -> 2 branches
+        explicit = run(pipe, speech_like(0.16), face_mask64, guidance_scale_ref=1.0, guidance_scale_audio=2.5)
+        other = run(pipe, speech_like(0.16), face_mask64, guidance_scale_audio=1.0)  # a call overrides: 1 branch
+    finally:
+        spy.remove()
+    assert [c["batch"] for c in spy.calls] == [2] * STEPS + [2] * STEPS + [1] * STEPS
+    np.testing.assert_array_equal(default, explicit)
+    assert not np.array_equal(default, other)
+    # A folder written before the scales were recorded loads with the pipeline's defaults (2.0, 3.0).
+    index = json.loads((tmp_path / "m" / "model_index.json").read_text())
+    for key in ("guidance_scale_ref", "guidance_scale_audio"):
+        del index[key]
+    (tmp_path / "m" / "model_index.json").write_text(json.dumps(index))
+    old = EMOPipeline.from_pretrained(tmp_path / "m")
+    assert (old.config.guidance_scale_ref, old.config.guidance_scale_audio) == (2.0, 3.0)
+
+
 def test_guidance_formula():
     assert guidance_branches(1.0, 1.0) == [(True, True)]
     assert guidance_branches(1.0, 2.0) == [(True, False), (True, True)]

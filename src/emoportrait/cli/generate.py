@@ -35,8 +35,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=None, metavar="DEG",
                    help="target head rotation speed, degrees per frame (default 0.5)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
-    p.add_argument("--guidance-ref", type=float, default=None, metavar="SCALE", help="reference-image guidance scale (default 2.0; 1 = off)")
-    p.add_argument("--guidance-audio", type=float, default=None, metavar="SCALE", help="audio guidance scale (default 3.0; 1 = off)")
+    p.add_argument("--guidance-ref", type=float, default=None, metavar="SCALE", help="reference-image guidance scale (default: the model's; 1 = off)")
+    p.add_argument("--guidance-audio", type=float, default=None, metavar="SCALE", help="audio guidance scale (default: the model's; 1 = off)")
     p.add_argument("--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
                    help="weights dtype (default: float16/bfloat16 on GPU, float32 on CPU)")

@@ -13,6 +13,9 @@ from pathlib import Path
 from emoportrait.config import load_config
 from emoportrait.errors import EMOError
 
+DEFAULT_GUIDANCE_REF = 2.0  # a model's guidance scales when its config / model_index.json names none
+DEFAULT_GUIDANCE_AUDIO = 3.0
+
 
 @dataclass
 class UNetSizeConfig:
@@ -42,7 +45,7 @@ class VAESizeConfig:
 
 @dataclass
 class ModelConfig:
-    """Everything that fixes the shapes of an EMO model."""
+    """Everything that fixes the shapes of an EMO model, and the default guidance scales its folder records."""
 
     name: str = "full"
     resolution: int = 512  # frame size in pixels (square)
@@ -65,6 +68,10 @@ class ModelConfig:
     speed_radii: tuple[float, ...] = (0.25, 0.25, 0.25, 0.25, 0.375, 0.5, 0.75, 1.0, 1.0)
     face_locator_channels: tuple[int, ...] = (16, 32, 96, 256)
     vae: VAESizeConfig = field(default_factory=VAESizeConfig)
+    # Classifier-free guidance defaults written into the model folder's model_index.json (EMOPipeline's
+    # config); a call or `--guidance-*` overrides them. Not shapes: tuned per model, not in the paper.
+    guidance_scale_ref: float = DEFAULT_GUIDANCE_REF
+    guidance_scale_audio: float = DEFAULT_GUIDANCE_AUDIO
 
     @property
     def latent_size(self) -> int:

@@ -26,6 +26,7 @@ from diffusers.utils.torch_utils import randn_tensor
 import emoportrait.models  # noqa: F401  (diffusers resolves the model folder's classes in loaded modules)
 from emoportrait.data.media import FPS, SAMPLE_RATE
 from emoportrait.errors import EMOError
+from emoportrait.models.config import DEFAULT_GUIDANCE_AUDIO, DEFAULT_GUIDANCE_REF
 from emoportrait.pipelines.guidance import combine_guidance, guidance_branches
 from emoportrait.pipelines.pipeline_output import EMOPipelineOutput
 from emoportrait.pipelines.preprocessing import load_audio, load_image, num_video_frames, prepare_reference
@@ -70,6 +71,10 @@ class EMOPipeline(DiffusionPipeline):
         speed_encoder ([`SpeedEncoder`]): target head-speed embeddings for the speed layers.
         scheduler ([`DDIMScheduler`] or any diffusers scheduler): the sampler.
 
+    Config (saved in `model_index.json`, as SDXL's `force_zeros_for_empty_prompt`):
+        guidance_scale_ref, guidance_scale_audio: the model's default classifier-free guidance scales,
+            used when a call passes none (they are tuned per model: README, the default model).
+
     A face detector for reference framing can be set as `pipe.face_detector` (an object with
     `detect(rgb) -> box | None`); by default MediaPipe's is used.
     """
@@ -79,7 +84,8 @@ class EMOPipeline(DiffusionPipeline):
     audio_window_frames = 750  # 30 s of audio per audio-encoder call (see `encode_audio`)
     audio_context_frames = 50  # 2 s of context on each side of a window
 
-    def __init__(self, vae, unet, reference_unet, face_locator, audio_encoder, audio_proj, speed_encoder, scheduler):
+    def __init__(self, vae, unet, reference_unet, face_locator, audio_encoder, audio_proj, speed_encoder, scheduler,
+                 guidance_scale_ref: float = DEFAULT_GUIDANCE_REF, guidance_scale_audio: float = DEFAULT_GUIDANCE_AUDIO):
         super().__init__()
         self.register_modules(
             vae=vae,
@@ -94,6 +100,7 @@ class EMOPipeline(DiffusionPipeline):
         vae_config = getattr(vae, "config", None)
         self.vae_scale_factor = 2 ** (len(vae_config.block_out_channels) - 1) if vae_config is not None else 8
         self.face_detector = None
+        self.register_to_config(guidance_scale_ref=float(guidance_scale_ref), guidance_scale_audio=float(guidance_scale_audio))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path=None, **kwargs):
@@ -374,8 +381,8 @@ class EMOPipeline(DiffusionPipeline):
         image,
         audio,
         num_inference_steps: int = 40,
-        guidance_scale_ref: float = 2.0,
-        guidance_scale_audio: float = 3.0,
+        guidance_scale_ref: float | None = None,
+        guidance_scale_audio: float | None = None,
         speed: float | None = DEFAULT_SPEED,
         generator: torch.Generator | None = None,
         eta: float = 0.0,
@@ -393,8 +400,10 @@ class EMOPipeline(DiffusionPipeline):
             image: the reference portrait: a path, PIL image or (H, W[, C]) array, any mode.
             audio: the driving audio: a path (any format PyAV reads) or a (S,) 16 kHz array.
             num_inference_steps: denoising steps per clip (paper: DDIM, 40).
-            guidance_scale_ref: classifier-free guidance scale of the reference image (1 = off).
-            guidance_scale_audio: classifier-free guidance scale of the audio (1 = off).
+            guidance_scale_ref: classifier-free guidance scale of the reference image (1 = off; None =
+                the model's `config.guidance_scale_ref`).
+            guidance_scale_audio: classifier-free guidance scale of the audio (1 = off; None = the
+                model's `config.guidance_scale_audio`).
             speed: constant target head rotation speed in degrees/frame for every frame (paper 4.1);
                 None skips the speed layers (as a model trained without stage 3 would).
             generator: torch generator for reproducible noise.
@@ -412,6 +421,7 @@ class EMOPipeline(DiffusionPipeline):
             `EMOPipelineOutput` with `frames`, or `(frames,)` when `return_dict` is False.
         """
         # 1. Check inputs
+        guidance_scale_ref, guidance_scale_audio = self._resolve_guidance(guidance_scale_ref, guidance_scale_audio)
         self.check_inputs(num_inference_steps, guidance_scale_ref, guidance_scale_audio, output_type,
                           decode_chunk_size, callback_on_step_end_tensor_inputs)
 
@@ -447,8 +457,8 @@ class EMOPipeline(DiffusionPipeline):
         image,
         audio,
         num_inference_steps: int = 40,
-        guidance_scale_ref: float = 2.0,
-        guidance_scale_audio: float = 3.0,
+        guidance_scale_ref: float | None = None,
+        guidance_scale_audio: float | None = None,
         speed: float | None = DEFAULT_SPEED,
         generator: torch.Generator | None = None,
         eta: float = 0.0,
@@ -462,12 +472,18 @@ class EMOPipeline(DiffusionPipeline):
         Same arguments and the same frames as `__call__` (output_type "np", as uint8); use it to
         write long videos, e.g. into `emoportrait.data.media.VideoWriter`.
         """
+        guidance_scale_ref, guidance_scale_audio = self._resolve_guidance(guidance_scale_ref, guidance_scale_audio)
         self.check_inputs(num_inference_steps, guidance_scale_ref, guidance_scale_audio, "np", decode_chunk_size, [])
         inputs = self.prepare_inputs(image, audio, speed=self._resolve_speed(speed), face_mask=face_mask, face_box=face_box)
         for _, video in self._iter_clips(inputs, num_inference_steps, guidance_scale_ref, guidance_scale_audio,
                                          generator, eta, True, decode_chunk_size, callback_on_step_end, ["latents"]):
             yield from to_uint8(((video.cpu() + 1.0) / 2.0)[0].permute(1, 0, 2, 3))
         self.maybe_free_model_hooks()
+
+    def _resolve_guidance(self, ref: float | None, audio: float | None) -> tuple[float, float]:
+        """The call's guidance scales, each falling back to the model's config (a folder naming none: the defaults)."""
+        return (self.config.guidance_scale_ref if ref is None else ref,
+                self.config.guidance_scale_audio if audio is None else audio)
 
     @staticmethod
     def _resolve_speed(speed: float | None) -> float | None:
