@@ -55,11 +55,17 @@ if [ -d "$WORK/init" ]; then
   # (e.g. before temporal modules started as the identity) would silently change every later step.
   rm -rf "$WORK/init.check" && "${EMO[@]}" init --config tiny --out "$WORK/init.check" --seed "$SEED" > /dev/null
   "$PY" - "$WORK/init" "$WORK/init.check" <<'PYEOF'
+import json
 import sys
 from pathlib import Path
 import torch
 from safetensors.torch import load_file
 a, b = Path(sys.argv[1]), Path(sys.argv[2])
+index_a, index_b = (json.loads((p / "model_index.json").read_text()) for p in (a, b))
+for key in ("guidance_scale_ref", "guidance_scale_audio"):  # the default guidance travels with the model
+    if index_a.get(key) != index_b.get(key):
+        sys.exit(f"{a}: {key} {index_a.get(key)} differs from what `emoportrait init` writes now "
+                 f"({index_b.get(key)}); remove {a.parent} and rerun")
 for f in sorted(b.glob("*/*.safetensors")):
     x, y = load_file(str(a / f.relative_to(b))), load_file(str(f))
     if x.keys() != y.keys() or any(not torch.equal(x[k], y[k]) for k in y):

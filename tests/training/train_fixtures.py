@@ -80,7 +80,8 @@ def build_tiny_model(path, overrides=MODEL_OVERRIDES, seed: int = 0):
     from emoportrait.pipelines import EMOPipeline
 
     cfg = load_model_config("tiny", overrides)
-    EMOPipeline(**build_components(cfg, seed=seed)).save_pretrained(str(path))
+    EMOPipeline(**build_components(cfg, seed=seed), guidance_scale_ref=cfg.guidance_scale_ref,
+                guidance_scale_audio=cfg.guidance_scale_audio).save_pretrained(str(path))
     return path
 
 
