@@ -28,8 +28,10 @@ def test_checks_end_to_end(world, tmp_path, capsys):
     out = tmp_path / "checks"
     assert main(["--model", str(tmp_path / "m"), "--set", str(world), "--out", str(out), "--split", "all",
                  "--clips", "2", "--speed-clips", "1", "--max-frames", "13", "--long-seconds", "1.2",
-                 "--steps", "1", "--device", "cpu"]) == 0
+                 "--steps", "1", "--guidance-audio", "4", "--device", "cpu"]) == 0
     merged = json.loads((out / "checks.json").read_text())
+    # the model's reference scale (the tiny config's, written by init) and the overridden audio scale
+    assert merged["lipsync"]["guidance"] == merged["long"]["guidance"] == {"ref": 2.0, "audio": 4.0}
     assert set(merged) == {"lipsync", "speed", "long", "vae"}
     assert merged["lipsync"]["clips"] == 2 and set(merged["lipsync"]) >= {"own", "shuffled"}
     assert len(list((out / "videos" / "lipsync_shuffled").glob("*.mp4"))) == 2

@@ -15,6 +15,10 @@ Four checks, each generating with the model and measuring with the evaluation's 
   generated videos: the ceiling that any backbone decoding through this VAE can reach.
 
     python -m emoportrait.evaluation.model_checks --model M --set WORLD --out DIR [--checks lipsync,speed,long,vae]
+        [--guidance-ref SCALE] [--guidance-audio SCALE]
+
+The videos are generated with the model's own guidance scales (its model_index.json) unless
+`--guidance-*` name others; each check's JSON records the scales it used.
 
 Each check writes `DIR/<check>.json`; `DIR/checks.json` merges every check found in DIR (so the
 checks can run in separate processes) and `DIR/long_sheet.png` shows the long video.
@@ -212,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-frames", type=int, default=100, help="frames per clip (lipsync, speed)")
     p.add_argument("--long-seconds", type=float, default=20.0)
     p.add_argument("--steps", type=int, default=20, help="DDIM steps")
+    p.add_argument("--guidance-ref", type=float, default=None, metavar="SCALE",
+                   help="reference guidance scale for every check (default: the model's)")
+    p.add_argument("--guidance-audio", type=float, default=None, metavar="SCALE",
+                   help="audio guidance scale for every check (default: the model's)")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
     checks = [c for c in args.checks.split(",") if c]
@@ -229,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         pipe = load_pipeline(args.model, device=args.device) if checks else None  # no checks: merge only
         if pipe is not None:
             pipe.set_progress_bar_config(disable=True)
+            scales = {"guidance_scale_ref": args.guidance_ref, "guidance_scale_audio": args.guidance_audio}
+            pipe.register_to_config(**{k: v for k, v in scales.items() if v is not None})  # the default for every call
         args.out.mkdir(parents=True, exist_ok=True)
         work = args.out / "videos"
 
@@ -246,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
                 result = check_vae(pipe, spread(clips, args.clips), args.set, work, splits, args.max_frames, log)
             else:
                 result = check_long(pipe, clips, work, args.steps, args.long_seconds, log)
+            if check != "vae":  # the scales the videos were generated with
+                result["guidance"] = {"ref": pipe.config.guidance_scale_ref, "audio": pipe.config.guidance_scale_audio}
             result["command"] = " ".join(["python -m emoportrait.evaluation.model_checks", *(argv or sys.argv[1:])])
             atomic_write_text(args.out / f"{check}.json", json.dumps(result, indent=1) + "\n")
             log(f"{check}: {json.dumps({k: v for k, v in result.items() if not k.startswith('per_')})}")
