@@ -94,7 +94,11 @@ def main() -> None:
     ls, sp, lg, vc = checks.get("lipsync", {}), checks.get("speed", {}), checks.get("long", {}), checks.get("vae", {})
     own, shuf = ls.get("own", {}), ls.get("shuffled", {})
     q1, q4 = lg.get("first_quarter", {}), lg.get("last_quarter", {})
+    index = json.loads((ROOT / "src" / "emoportrait" / "assets" / "default_model" / "model_index.json").read_text())
+    guidance = ls.get("guidance") or {"ref": index.get("guidance_scale_ref"), "audio": index.get("guidance_scale_audio")}
     lines += ["## Behaviour on held-out identities and sentences", "",
+              f"Generated with the model's guidance scales (reference {guidance['ref']}, audio {guidance['audio']}; "
+              "`model_index.json`) and the DDIM steps the commands below name.", "",
               "| what | measured | target |", "|---|---|---|",
               f"| lip-sync r, own audio ({ls.get('clips')} clips) | {_f(own.get('lipsync_r'))} | >= 0.5 |",
               f"| lip-sync r, shuffled audio | {_f(shuf.get('lipsync_r'))} | |",
