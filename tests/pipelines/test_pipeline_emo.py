@@ -139,6 +139,10 @@ def test_default_guidance_scales_come_from_the_model_folder(tiny_components, tmp
     (tmp_path / "m" / "model_index.json").write_text(json.dumps(index))
     old = EMOPipeline.from_pretrained(tmp_path / "m")
     assert (old.config.guidance_scale_ref, old.config.guidance_scale_audio) == (2.0, 3.0)
+    for bad in (-1.0, "loud"):  # a hand-edited folder: one clear error when it loads
+        (tmp_path / "m" / "model_index.json").write_text(json.dumps({**index, "guidance_scale_audio": bad}))
+        with pytest.raises(EMOError, match="guidance_scale_audio must be a finite number"):
+            EMOPipeline.from_pretrained(tmp_path / "m")
 
 
 def test_guidance_formula():

@@ -100,7 +100,11 @@ class EMOPipeline(DiffusionPipeline):
         vae_config = getattr(vae, "config", None)
         self.vae_scale_factor = 2 ** (len(vae_config.block_out_channels) - 1) if vae_config is not None else 8
         self.face_detector = None
-        self.register_to_config(guidance_scale_ref=float(guidance_scale_ref), guidance_scale_audio=float(guidance_scale_audio))
+        self.register_to_config(  # None (a null in model_index.json) is the default
+            guidance_scale_ref=guidance_scale("guidance_scale_ref", DEFAULT_GUIDANCE_REF if guidance_scale_ref is None
+                                              else guidance_scale_ref),
+            guidance_scale_audio=guidance_scale("guidance_scale_audio", DEFAULT_GUIDANCE_AUDIO if guidance_scale_audio is None
+                                                else guidance_scale_audio))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path=None, **kwargs):
@@ -154,9 +158,8 @@ class EMOPipeline(DiffusionPipeline):
                      decode_chunk_size, callback_on_step_end_tensor_inputs):
         if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise EMOError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
-        for name, value in (("guidance_scale_ref", guidance_scale_ref), ("guidance_scale_audio", guidance_scale_audio)):
-            if not math.isfinite(float(value)) or float(value) < 0:
-                raise EMOError(f"{name} must be a finite number >= 0, got {value!r}")
+        guidance_scale("guidance_scale_ref", guidance_scale_ref)
+        guidance_scale("guidance_scale_audio", guidance_scale_audio)
         if output_type not in OUTPUT_TYPES:
             raise EMOError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
         if not isinstance(decode_chunk_size, int) or decode_chunk_size < 1:
@@ -490,6 +493,17 @@ class EMOPipeline(DiffusionPipeline):
         if speed is not None and not math.isfinite(float(speed)):
             raise EMOError(f"speed must be a finite number of degrees per frame, got {speed!r}")
         return None if speed is None else float(speed)
+
+
+def guidance_scale(name: str, value) -> float:
+    """`value` as a float guidance scale; EMOError unless it is a finite number >= 0."""
+    try:
+        scale = float(value)
+    except (TypeError, ValueError):
+        raise EMOError(f"{name} must be a finite number >= 0, got {value!r}") from None
+    if not math.isfinite(scale) or scale < 0:
+        raise EMOError(f"{name} must be a finite number >= 0, got {value!r}")
+    return scale
 
 
 def to_uint8(frames: torch.Tensor) -> list[np.ndarray]:
