@@ -143,6 +143,8 @@ def test_default_guidance_scales_come_from_the_model_folder(tiny_components, tmp
         (tmp_path / "m" / "model_index.json").write_text(json.dumps({**index, "guidance_scale_audio": bad}))
         with pytest.raises(EMOError, match="guidance_scale_audio must be a finite number"):
             EMOPipeline.from_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "model_index.json").write_text(json.dumps({**index, "guidance_scale_audio": None}))
+    assert EMOPipeline.from_pretrained(tmp_path / "m").config.guidance_scale_audio == 3.0  # null: the default
 
 
 def test_guidance_formula():

@@ -100,11 +100,10 @@ class EMOPipeline(DiffusionPipeline):
         vae_config = getattr(vae, "config", None)
         self.vae_scale_factor = 2 ** (len(vae_config.block_out_channels) - 1) if vae_config is not None else 8
         self.face_detector = None
-        self.register_to_config(  # None (a null in model_index.json) is the default
-            guidance_scale_ref=guidance_scale("guidance_scale_ref", DEFAULT_GUIDANCE_REF if guidance_scale_ref is None
-                                              else guidance_scale_ref),
-            guidance_scale_audio=guidance_scale("guidance_scale_audio", DEFAULT_GUIDANCE_AUDIO if guidance_scale_audio is None
-                                                else guidance_scale_audio))
+        ref = DEFAULT_GUIDANCE_REF if guidance_scale_ref is None else guidance_scale_ref  # None: a null in the folder
+        audio = DEFAULT_GUIDANCE_AUDIO if guidance_scale_audio is None else guidance_scale_audio
+        self.register_to_config(guidance_scale_ref=checked_scale("guidance_scale_ref", ref),
+                                guidance_scale_audio=checked_scale("guidance_scale_audio", audio))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path=None, **kwargs):
@@ -158,8 +157,8 @@ class EMOPipeline(DiffusionPipeline):
                      decode_chunk_size, callback_on_step_end_tensor_inputs):
         if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise EMOError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
-        guidance_scale("guidance_scale_ref", guidance_scale_ref)
-        guidance_scale("guidance_scale_audio", guidance_scale_audio)
+        checked_scale("guidance_scale_ref", guidance_scale_ref)
+        checked_scale("guidance_scale_audio", guidance_scale_audio)
         if output_type not in OUTPUT_TYPES:
             raise EMOError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
         if not isinstance(decode_chunk_size, int) or decode_chunk_size < 1:
@@ -495,7 +494,7 @@ class EMOPipeline(DiffusionPipeline):
         return None if speed is None else float(speed)
 
 
-def guidance_scale(name: str, value) -> float:
+def checked_scale(name: str, value) -> float:
     """`value` as a float guidance scale; EMOError unless it is a finite number >= 0."""
     try:
         scale = float(value)
