@@ -75,14 +75,12 @@ class ContractDataset(Dataset):
 
 
 def build_tiny_model(path, overrides=MODEL_OVERRIDES, seed: int = 0):
-    """The lead's `init --config tiny` code path (build_components + save_pretrained), made smaller."""
+    """The lead's `init --config tiny` code path (build_components + write_model), made smaller."""
     from emoportrait.models import build_components, load_model_config
-    from emoportrait.pipelines import EMOPipeline
+    from emoportrait.models.assemble import write_model
 
     cfg = load_model_config("tiny", overrides)
-    EMOPipeline(**build_components(cfg, seed=seed), guidance_scale_ref=cfg.guidance_scale_ref,
-                guidance_scale_audio=cfg.guidance_scale_audio).save_pretrained(str(path))
-    return path
+    return write_model(build_components(cfg, seed=seed), cfg, [], path)
 
 
 def fast_config(stage: str, **kw):

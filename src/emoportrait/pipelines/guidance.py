@@ -7,7 +7,11 @@ at inference the backbone can predict eps(-,-) (neither), eps(r,-) (reference on
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+from emoportrait.errors import EMOError
 
 
 def guidance_branches(guidance_scale_ref: float, guidance_scale_audio: float) -> list[tuple[bool, bool]]:
@@ -39,3 +43,14 @@ def combine_guidance(noise_pred: torch.Tensor, branches: list[tuple[bool, bool]]
     eps_r = preds.get((True, False), eps_ra)
     eps_0 = preds.get((False, False), eps_r)
     return eps_0 + guidance_scale_ref * (eps_r - eps_0) + guidance_scale_audio * (eps_ra - eps_r)
+
+
+def checked_scale(name: str, value) -> float:
+    """`value` as a float guidance scale; EMOError unless it is a finite number >= 0."""
+    try:
+        scale = float(value)
+    except (TypeError, ValueError):
+        raise EMOError(f"{name} must be a finite number >= 0, got {value!r}") from None
+    if not math.isfinite(scale) or scale < 0:
+        raise EMOError(f"{name} must be a finite number >= 0, got {value!r}")
+    return scale

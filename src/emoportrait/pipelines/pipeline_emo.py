@@ -27,7 +27,7 @@ import emoportrait.models  # noqa: F401  (diffusers resolves the model folder's 
 from emoportrait.data.media import FPS, SAMPLE_RATE
 from emoportrait.errors import EMOError
 from emoportrait.models.config import DEFAULT_GUIDANCE_AUDIO, DEFAULT_GUIDANCE_REF
-from emoportrait.pipelines.guidance import combine_guidance, guidance_branches
+from emoportrait.pipelines.guidance import checked_scale, combine_guidance, guidance_branches
 from emoportrait.pipelines.pipeline_output import EMOPipelineOutput
 from emoportrait.pipelines.preprocessing import load_audio, load_image, num_video_frames, prepare_reference
 
@@ -492,17 +492,6 @@ class EMOPipeline(DiffusionPipeline):
         if speed is not None and not math.isfinite(float(speed)):
             raise EMOError(f"speed must be a finite number of degrees per frame, got {speed!r}")
         return None if speed is None else float(speed)
-
-
-def checked_scale(name: str, value) -> float:
-    """`value` as a float guidance scale; EMOError unless it is a finite number >= 0."""
-    try:
-        scale = float(value)
-    except (TypeError, ValueError):
-        raise EMOError(f"{name} must be a finite number >= 0, got {value!r}") from None
-    if not math.isfinite(scale) or scale < 0:
-        raise EMOError(f"{name} must be a finite number >= 0, got {value!r}")
-    return scale
 
 
 def to_uint8(frames: torch.Tensor) -> list[np.ndarray]:
