@@ -213,6 +213,31 @@ def test_save_load_round_trip(tiny_pipe, tiny_model_dir, face_mask64):
     np.testing.assert_allclose(run(loaded, audio, face_mask64), run(tiny_pipe, audio, face_mask64), atol=1e-4)
 
 
+def test_latent_channels_follow_the_vae(tiny_config, face_mask64, tmp_path):
+    """A VAE with 8 latent channels (a tiny-size option): UNet and ReferenceNet take and give 8, and the
+    pipeline denoises, decodes and round-trips 8-channel latents."""
+    import dataclasses
+
+    from emoportrait.models import build_components
+
+    cfg = dataclasses.replace(tiny_config, vae=dataclasses.replace(tiny_config.vae, latent_channels=8))
+    components = build_components(cfg, seed=0)
+    assert components["unet"].conv_in.in_channels == 8 and components["unet"].conv_out.out_channels == 8
+    assert components["reference_unet"].conv_in.in_channels == 8
+    pipe = EMOPipeline(**components)
+    pipe.set_progress_bar_config(disable=True)
+    audio = speech_like(0.2)
+    latent = run(pipe, audio, face_mask64, output_type="latent")
+    assert latent.shape == (1, 8, 5, 8, 8) and torch.isfinite(latent).all()
+    frames = run(pipe, audio, face_mask64)
+    assert frames.shape == (1, 5, 64, 64, 3)
+    pipe.save_pretrained(tmp_path / "m8")
+    loaded = EMOPipeline.from_pretrained(tmp_path / "m8")
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.unet.config.in_channels == 8
+    np.testing.assert_allclose(run(loaded, audio, face_mask64), frames, atol=1e-4)
+
+
 def test_face_detection_path(tiny_pipe):
     from emo_gen_helpers import draw_face
 

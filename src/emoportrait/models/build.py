@@ -19,10 +19,11 @@ SD_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
 
 
 def spatial_kwargs(cfg: ModelConfig) -> dict:
-    """Arguments shared by the backbone and ReferenceNet."""
+    """Arguments shared by the backbone and ReferenceNet (both take and give the VAE's latent channels)."""
     u = cfg.unet
     return dict(
-        sample_size=cfg.latent_size, block_out_channels=tuple(u.block_out_channels),
+        sample_size=cfg.latent_size, in_channels=cfg.vae.latent_channels, out_channels=cfg.vae.latent_channels,
+        block_out_channels=tuple(u.block_out_channels),
         down_block_types=tuple(u.down_block_types), up_block_types=tuple(u.up_block_types),
         layers_per_block=u.layers_per_block, norm_num_groups=u.norm_num_groups,
         num_attention_heads=u.num_attention_heads, use_linear_projection=u.use_linear_projection,
