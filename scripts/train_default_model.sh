@@ -9,7 +9,8 @@
 # into src/emoportrait/assets/default_model. Every step is resumable: a finished step is skipped,
 # an interrupted training step continues from its last checkpoint (--resume latest), so the recipe
 # can be run in pieces. Budgets (world size, steps) are the tiny configs'; override with env vars,
-# e.g. IDENTITIES=80 on a faster machine; TRAIN_ARGS="--max-steps 2" for a smoke run.
+# e.g. IDENTITIES=80 on a faster machine; TRAIN_ARGS="--max-steps 2" for a smoke run; INIT_ARGS overrides the
+# tiny model config, e.g. INIT_ARGS="--vae.latent_channels=16".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -53,7 +54,7 @@ step "3/9 random tiny model"
 if [ -d "$WORK/init" ]; then
   # A resumed recipe must start from what this code's `init` makes: an init folder left by older code
   # (e.g. before temporal modules started as the identity) would silently change every later step.
-  rm -rf "$WORK/init.check" && "${EMO[@]}" init --config tiny --out "$WORK/init.check" --seed "$SEED" > /dev/null
+  rm -rf "$WORK/init.check" && "${EMO[@]}" init --config tiny --out "$WORK/init.check" --seed "$SEED" ${INIT_ARGS:-} > /dev/null
   "$PY" - "$WORK/init" "$WORK/init.check" <<'PYEOF'
 import json
 import sys
@@ -73,7 +74,7 @@ for f in sorted(b.glob("*/*.safetensors")):
 PYEOF
   rm -rf "$WORK/init.check"
 else
-  "${EMO[@]}" init --config tiny --out "$WORK/init" --seed "$SEED"
+  "${EMO[@]}" init --config tiny --out "$WORK/init" --seed "$SEED" ${INIT_ARGS:-}
 fi
 
 train() {  # train STAGE CONFIG INIT OUT
