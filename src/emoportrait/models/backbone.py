@@ -282,7 +282,7 @@ class EMOUNet(UNetMotionModel):
         """Predict the noise of F noisy frame latents (paper eq. 1's eps_theta).
 
         Args:
-            sample: (B, 4, F, h, w) noisy latents z_t.
+            sample: (B, C, F, h, w) noisy latents z_t.
             timestep: diffusion step t (scalar or (B,)).
             reference_features: ReferenceNet features of the reference image, layer -> (B, L, C).
                 None skips reference-attention; zeroed entries are the "no reference" condition.
@@ -294,7 +294,7 @@ class EMOUNet(UNetMotionModel):
             skip_temporal: run as an image model (stage 1): temporal and speed layers are identity.
 
         Returns:
-            `UNetMotionOutput` with `sample` (B, 4, F, h, w), or a tuple when `return_dict=False`.
+            `UNetMotionOutput` with `sample` (B, C, F, h, w), or a tuple when `return_dict=False`.
         """
         b, _, f = sample.shape[:3]
         st = self.conditioning

@@ -83,7 +83,7 @@ class EMOReferenceNet(UNet2DConditionModel):
         """Features of clean latents (the reference image or motion frames; t = 0, no noise).
 
         Args:
-            sample: (B, 4, h, w) latents; motion frames are passed as (B*N, 4, h, w).
+            sample: (B, C, h, w) latents; motion frames are passed as (B*N, C, h, w).
 
         Returns:
             layer name -> (B, L, C) tokens, the input of that transformer block's self-attention.

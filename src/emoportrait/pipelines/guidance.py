@@ -33,10 +33,10 @@ def combine_guidance(noise_pred: torch.Tensor, branches: list[tuple[bool, bool]]
     """Classifier-free guidance with separate reference and audio scales.
 
     Args:
-        noise_pred: (len(branches), 4, F, h, w) predictions of the branches in `branches` order.
+        noise_pred: (len(branches), C, F, h, w) predictions of the branches in `branches` order.
 
     Returns:
-        (1, 4, F, h, w) guided eps.
+        (1, C, F, h, w) guided eps.
     """
     preds = dict(zip(branches, noise_pred.chunk(len(branches))))
     eps_ra = preds[(True, True)]

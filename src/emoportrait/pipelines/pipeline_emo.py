@@ -41,7 +41,7 @@ class GenerationInputs:
     """Everything computed once per video, before the clip loop (see `EMOPipeline.prepare_inputs`).
 
     Attributes:
-        reference_latents: (1, 4, h, w) VAE latent of the framed reference image (scaled).
+        reference_latents: (1, C, h, w) VAE latent of the framed reference image (scaled).
         face_features: (1, C0, h, w) Face Locator output for the face-region mask M.
         audio_embeds: (1, T_gen, K, Ca) audio tokens for every generated frame (T_gen = clips x F).
         speed_embeds: (1, F, Cs) embedding of the constant target head speed, or None.
@@ -191,18 +191,18 @@ class EMOPipeline(DiffusionPipeline):
         return pixels, (mask.reshape(1, 1, size, size) > 0.5).float()
 
     def encode_frames(self, pixels: torch.Tensor) -> torch.Tensor:
-        """VAE latents (distribution mode, scaled) of frames: (B, 3, S, S) in [-1, 1] -> (B, 4, h, w)."""
+        """VAE latents (distribution mode, scaled) of frames: (B, 3, S, S) in [-1, 1] -> (B, C, h, w)."""
         pixels = pixels.to(device=self.vae.device, dtype=self.vae.dtype)
         latents = self.vae.encode(pixels).latent_dist.mode()
         shift = getattr(self.vae.config, "shift_factor", None) or 0.0
         return (latents - shift) * self.vae.config.scaling_factor
 
     def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int = 16) -> torch.Tensor:
-        """Decode (B, 4, F, h, w) latents `decode_chunk_size` frames at a time -> (B, 3, F, S, S) in [-1, 1]."""
+        """Decode (B, C, F, h, w) latents `decode_chunk_size` frames at a time -> (B, 3, F, S, S) in [-1, 1]."""
         b, c, f, h, w = latents.shape
         shift = getattr(self.vae.config, "shift_factor", None) or 0.0
         latents = latents / self.vae.config.scaling_factor + shift
-        latents = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)  # (B*F, 4, h, w)
+        latents = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)  # (B*F, C, h, w)
         video = torch.cat([
             self.vae.decode(latents[i : i + decode_chunk_size].to(self.vae.dtype)).sample
             for i in range(0, b * f, decode_chunk_size)
@@ -245,7 +245,7 @@ class EMOPipeline(DiffusionPipeline):
         return self.speed_encoder(speeds).to(dtype)
 
     def prepare_latents(self, num_frames, height, width, dtype, device, generator) -> torch.Tensor:
-        """Initial noise (1, 4, F, h, w), scaled by the scheduler's `init_noise_sigma`."""
+        """Initial noise (1, C, F, h, w), scaled by the scheduler's `init_noise_sigma`."""
         shape = (1, self.unet.config.in_channels, num_frames, height // self.vae_scale_factor, width // self.vae_scale_factor)
         latents = randn_tensor(shape, generator=generator, device=torch.device(device), dtype=dtype)
         return latents * self.scheduler.init_noise_sigma
@@ -268,7 +268,7 @@ class EMOPipeline(DiffusionPipeline):
         total = num_video_frames(waveform.size)
         clips = math.ceil(total / self.num_frames)
         return GenerationInputs(
-            reference_latents=self.encode_frames(pixels).to(dtype),  # (1, 4, h, w)
+            reference_latents=self.encode_frames(pixels).to(dtype),  # (1, C, h, w)
             face_features=self.face_locator(mask.to(device=device, dtype=self.face_locator.dtype)).to(dtype),
             audio_embeds=self.encode_audio(waveform, clips * self.num_frames, device, dtype),
             speed_embeds=self.encode_speed(speed, device, dtype),
@@ -282,7 +282,7 @@ class EMOPipeline(DiffusionPipeline):
                       num_inference_steps: int, guidance_scale_ref: float, guidance_scale_audio: float,
                       generator, extra_step_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs,
                       progress_bar) -> torch.Tensor:
-        """Denoise one clip of F frames; returns its clean latents (1, 4, F, h, w)."""
+        """Denoise one clip of F frames; returns its clean latents (1, C, F, h, w)."""
         device, dtype = self._execution_device, self.unet.dtype
         f = self.num_frames
         branches = guidance_branches(guidance_scale_ref, guidance_scale_audio)
@@ -293,7 +293,7 @@ class EMOPipeline(DiffusionPipeline):
         # a. ReferenceNet ONCE per clip: the reference latent and the N motion latents in one batch.
         ref_in = inputs.reference_latents
         if motion_latents is not None:
-            ref_in = torch.cat([ref_in, motion_latents.to(dtype)])  # (1+N, 4, h, w)
+            ref_in = torch.cat([ref_in, motion_latents.to(dtype)])  # (1+N, C, h, w)
         features = self.reference_unet(ref_in.to(self.reference_unet.dtype))  # layer -> (1[+N], L, C)
         # Dropping a condition = zeroing it for that branch (DESIGN.md section 3), in one batch.
         reference_features = {k: v[:1].to(dtype) * use_ref.view(nb, 1, 1) for k, v in features.items()}  # (nb, L, C)
@@ -307,7 +307,7 @@ class EMOPipeline(DiffusionPipeline):
 
         # b. Initial noise for this clip.
         size = self.sample_size
-        latents = self.prepare_latents(f, size, size, dtype, device, generator)  # (1, 4, F, h, w)
+        latents = self.prepare_latents(f, size, size, dtype, device, generator)  # (1, C, F, h, w)
 
         # c. Denoising loop (DDIM by default, paper 4.1); the guidance branches share one forward.
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -316,7 +316,7 @@ class EMOPipeline(DiffusionPipeline):
         for i, t in enumerate(timesteps):
             if self.interrupt:
                 break
-            model_input = self.scheduler.scale_model_input(latents, t).expand(nb, -1, -1, -1, -1)  # (nb, 4, F, h, w)
+            model_input = self.scheduler.scale_model_input(latents, t).expand(nb, -1, -1, -1, -1)  # (nb, C, F, h, w)
             noise_pred = self.unet(
                 model_input,
                 t,
@@ -325,7 +325,7 @@ class EMOPipeline(DiffusionPipeline):
                 audio_embeds=audio_embeds,
                 speed_embeds=speed_embeds,
                 face_features=face_features,
-            ).sample  # (nb, 4, F, h, w)
+            ).sample  # (nb, C, F, h, w)
             noise_pred = combine_guidance(noise_pred, branches, guidance_scale_ref, guidance_scale_audio)
             latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
             if callback_on_step_end is not None:
@@ -339,7 +339,7 @@ class EMOPipeline(DiffusionPipeline):
     def _iter_clips(self, inputs: GenerationInputs, num_inference_steps, guidance_scale_ref, guidance_scale_audio,
                     generator, eta, decode: bool, decode_chunk_size, callback_on_step_end,
                     callback_on_step_end_tensor_inputs) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        """Generate clip after clip; yields (latents (1, 4, f, h, w), video (1, 3, f, S, S) or None).
+        """Generate clip after clip; yields (latents (1, C, f, h, w), video (1, 3, f, S, S) or None).
 
         The last clip is trimmed so the frames total `inputs.num_frames`. The last N frames of each
         clip, re-encoded with the VAE, are the next clip's motion frames (paper 3.2).
@@ -372,7 +372,7 @@ class EMOPipeline(DiffusionPipeline):
                     history = recent[:, :, -n:]
                     if history.shape[2] == n:
                         motion = history[0].permute(1, 0, 2, 3)  # (N, 3, S, S)
-                        motion_latents = self.encode_frames(motion)  # (N, 4, h, w)
+                        motion_latents = self.encode_frames(motion)  # (N, C, h, w)
                 yield latents[:, :, :keep], (video[:, :, :keep] if decode else None)
 
     # ------------------------------------------------------------------ public API

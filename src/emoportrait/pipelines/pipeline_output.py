@@ -16,7 +16,7 @@ class EMOPipelineOutput(BaseOutput):
 
     Args:
         frames: by `output_type`: "np" -> (1, T, H, W, 3) float32 in [0, 1]; "pt" -> (1, T, 3, H, W)
-            float32 in [0, 1]; "pil" -> [[PIL.Image] * T]; "latent" -> (1, 4, T, h, w) scaled latents.
+            float32 in [0, 1]; "pil" -> [[PIL.Image] * T]; "latent" -> (1, C, T, h, w) scaled latents.
     """
 
     frames: torch.Tensor | np.ndarray | list[list[PIL.Image.Image]]

@@ -25,8 +25,8 @@ SAMPLES_PER_FRAME = 640  # 16000 Hz / 25 fps
 class EncodedBatch:
     """A batch in latent space. Shapes: B batch, N motion frames, F frames, h/w latent size."""
 
-    latents: torch.Tensor  # (B, N+F, 4, h, w) frames (stage 1: (B, 1, 4, h, w))
-    reference: torch.Tensor  # (B, 4, h, w) reference-image latent
+    latents: torch.Tensor  # (B, N+F, C, h, w) frames (stage 1: (B, 1, C, h, w))
+    reference: torch.Tensor  # (B, C, h, w) reference-image latent
     face_mask: torch.Tensor  # (B, 1, H, W) pixel-space face-region mask
     audio_features: torch.Tensor | None = None  # (B, N+F+2m, L, D) audio-encoder features
     speed: torch.Tensor | None = None  # (B, N+F) head rotation speed, degrees/frame
@@ -74,7 +74,7 @@ class EMOTrainingModule(nn.Module):
         self.mouth_loss_weight = mouth_loss_weight  # > 0: extra weight of the mouth region (stages 2/3)
 
     def _reference_features(self, latents: torch.Tensor) -> dict[str, torch.Tensor]:
-        """ReferenceNet self-attention features of (B', 4, h, w) latents; no graph when it is frozen."""
+        """ReferenceNet self-attention features of (B', C, h, w) latents; no graph when it is frozen."""
         if _has_grad(self.reference_unet):
             return self.reference_unet(latents)
         with torch.no_grad():
@@ -85,7 +85,7 @@ class EMOTrainingModule(nn.Module):
         lat = batch.latents
         b = lat.shape[0]
         n = 0 if self.stage == "1" else self.unet.config.num_motion_frames
-        target = lat[:, n:].permute(0, 2, 1, 3, 4)  # (B, 4, F, h, w)
+        target = lat[:, n:].permute(0, 2, 1, 3, 4)  # (B, C, F, h, w)
         f = target.shape[2]
         device = lat.device
 
@@ -98,7 +98,7 @@ class EMOTrainingModule(nn.Module):
         motion = audio = speed = None
         if self.stage != "1":
             # ... motion frames through the ReferenceNet, zeroed with a small probability (first clip) ...
-            m_lat = lat[:, :n].reshape(b * n, *lat.shape[2:])  # (B*N, 4, h, w)
+            m_lat = lat[:, :n].reshape(b * n, *lat.shape[2:])  # (B*N, C, h, w)
             motion = self._reference_features(m_lat)  # layer -> (B*N, L, C)
             drop_motion = (torch.rand(b, device=device) < self.p_drop_motion).repeat_interleave(n)
             motion = {k: _zero_where(v, drop_motion) for k, v in motion.items()}
@@ -123,7 +123,7 @@ class EMOTrainingModule(nn.Module):
         noisy = self.noise_scheduler.add_noise(target, noise, t)
         pred = self.unet(noisy, t, reference_features=reference, motion_features=motion, audio_embeds=audio,
                          speed_embeds=speed, face_features=face, skip_temporal=self.stage == "1").sample
-        err = (pred.float() - noise.float()).pow(2)  # (B, 4, F, h, w)
+        err = (pred.float() - noise.float()).pow(2)  # (B, C, F, h, w)
         if self.mouth_loss_weight > 0 and self.stage != "1":
             if batch.mouth_mask is None:
                 raise EMOError("mouth_loss_weight > 0 needs mouth masks in the batch (the dataset's with_mouth_mask)")
@@ -196,8 +196,8 @@ def encode_batch(batch: dict, vae, audio_encoder, stage: str) -> EncodedBatch:
     scale = vae.config.scaling_factor
     frames = torch.cat([pixels.flatten(0, 1), batch["reference"]]).to(vae.dtype)  # (B*T + B, 3, H, W)
     z = vae.encode(frames).latent_dist.sample() * scale
-    latents = z[: b * t].reshape(b, t, *z.shape[1:]).float()  # (B, T, 4, h, w)
-    reference = z[b * t :].float()  # (B, 4, h, w)
+    latents = z[: b * t].reshape(b, t, *z.shape[1:]).float()  # (B, T, C, h, w)
+    reference = z[b * t :].float()  # (B, C, h, w)
     audio_features = speed = None
     if stage in ("2", "3"):
         if batch.get("audio_features") is not None:
