@@ -28,6 +28,8 @@ EVAL_CLIPS=${EVAL_CLIPS:-8}     # held-out clips for lip-sync and the VAE ceilin
 EVAL_FRAMES=${EVAL_FRAMES:-75}  # frames (3 s) per evaluated clip
 EVAL_STEPS=${EVAL_STEPS:-10}    # DDIM steps when evaluating
 EMO=("$PY" -m emoportrait)
+read -r -a init_args <<< "${INIT_ARGS:-}"  # words, not globbed: "--vae.block_out_channels=[32,64,64]"
+INIT=("${EMO[@]}" init --config tiny --seed "$SEED" "${init_args[@]}")  # the first init and the resume check
 mkdir -p "$WORK"
 
 step() { echo; echo "== $* ($(date +%H:%M:%S))"; }
@@ -54,7 +56,7 @@ step "3/9 random tiny model"
 if [ -d "$WORK/init" ]; then
   # A resumed recipe must start from what this code's `init` makes: an init folder left by older code
   # (e.g. before temporal modules started as the identity) would silently change every later step.
-  rm -rf "$WORK/init.check" && "${EMO[@]}" init --config tiny --out "$WORK/init.check" --seed "$SEED" ${INIT_ARGS:-} > /dev/null
+  rm -rf "$WORK/init.check" && "${INIT[@]}" --out "$WORK/init.check" > /dev/null
   "$PY" - "$WORK/init" "$WORK/init.check" <<'PYEOF'
 import json
 import sys
@@ -74,7 +76,7 @@ for f in sorted(b.glob("*/*.safetensors")):
 PYEOF
   rm -rf "$WORK/init.check"
 else
-  "${EMO[@]}" init --config tiny --out "$WORK/init" --seed "$SEED" ${INIT_ARGS:-}
+  "${INIT[@]}" --out "$WORK/init"
 fi
 
 train() {  # train STAGE CONFIG INIT OUT
