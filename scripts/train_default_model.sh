@@ -28,7 +28,7 @@ EVAL_CLIPS=${EVAL_CLIPS:-8}     # held-out clips for lip-sync and the VAE ceilin
 EVAL_FRAMES=${EVAL_FRAMES:-75}  # frames (3 s) per evaluated clip
 EVAL_STEPS=${EVAL_STEPS:-10}    # DDIM steps when evaluating
 EMO=("$PY" -m emoportrait)
-read -r -a init_args <<< "${INIT_ARGS:-}"  # words, not globbed: "--vae.block_out_channels=[32,64,64]"
+read -r -a init_args <<< "${INIT_ARGS:-}"  # words, not globbed: "--face_locator_channels=[8,16,32]"
 INIT=("${EMO[@]}" init --config tiny --seed "$SEED" "${init_args[@]}")  # the first init and the resume check
 mkdir -p "$WORK"
 

@@ -238,6 +238,35 @@ def test_latent_channels_follow_the_vae(tiny_config, face_mask64, tmp_path):
     np.testing.assert_allclose(run(loaded, audio, face_mask64), frames, atol=1e-4)
 
 
+def test_a_4x_vae_sizes_the_latents_and_the_face_locator():
+    """A VAE with 3 blocks (4x, not SD's 8x): 64 px frames give 16x16 latents, the face locator must
+    downsample by the same factor (else a one-line config error), and its mask reaches the backbone."""
+    from emo_gen_helpers import TINY_OVERRIDES
+
+    from emoportrait.models import build_components, load_model_config
+
+    vae4x = [*TINY_OVERRIDES, "--vae.block_out_channels=[32,64,64]"]
+    with pytest.raises(EMOError, match=r"face_locator_channels has 4 widths .*--face_locator_channels=\[8,16,32\]"):
+        load_model_config("tiny", vae4x)
+    cfg = load_model_config("tiny", [*vae4x, "--face_locator_channels=[8,16,32]"])
+    assert cfg.latent_size == 16
+    components = build_components(cfg, seed=0)
+    torch.manual_seed(0)
+    for p in components["face_locator"].parameters():  # its last conv starts at zero; as if trained
+        torch.nn.init.normal_(p, std=0.1)
+    pipe = EMOPipeline(**components)
+    pipe.set_progress_bar_config(disable=True)
+    audio = speech_like(0.2)
+    face = np.zeros((64, 64), np.float32)
+    face[12:52, 16:48] = 1.0
+    latent = run(pipe, audio, face, output_type="latent")
+    assert latent.shape == (1, 4, 5, 16, 16) and torch.isfinite(latent).all()
+    smaller = np.zeros_like(face)
+    smaller[24:40, 24:40] = 1.0
+    assert (run(pipe, audio, smaller, output_type="latent") - latent).abs().max() > 1e-3
+    assert run(pipe, audio, face).shape == (1, 5, 64, 64, 3)
+
+
 def test_face_detection_path(tiny_pipe):
     from emo_gen_helpers import draw_face
 

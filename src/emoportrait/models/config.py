@@ -73,6 +73,17 @@ class ModelConfig:
     guidance_scale_ref: float = DEFAULT_GUIDANCE_REF
     guidance_scale_audio: float = DEFAULT_GUIDANCE_AUDIO
 
+    def __post_init__(self):
+        # The face locator's output is added to the backbone's first latent features, so it must
+        # downsample the mask by the VAE's factor: one stride-2 conv per VAE block after the first.
+        n, m = len(self.face_locator_channels), len(self.vae.block_out_channels)
+        if n != m:
+            fit = [*self.face_locator_channels[:m], *[self.face_locator_channels[-1]] * (m - n)]
+            raise EMOError(
+                f"face_locator_channels has {n} widths ({2 ** (n - 1)}x downsampling) but vae.block_out_channels "
+                f"has {m} ({2 ** (m - 1)}x); give both the same length, e.g. "
+                f"--face_locator_channels=[{','.join(map(str, fit))}]")
+
     @property
     def latent_size(self) -> int:
         return self.resolution // 2 ** (len(self.vae.block_out_channels) - 1)
