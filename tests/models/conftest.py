@@ -67,9 +67,9 @@ def pretrained_parts(tmp_path_factory):
     torch.manual_seed(0)
     UNet2DConditionModel(**SD_UNET).save_pretrained(sd / "unet")
     torch.manual_seed(1)
-    AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-                  up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4,
-                  sample_size=16).save_pretrained(sd / "vae")
+    AutoencoderKL(block_out_channels=(8, 8, 16, 16), down_block_types=("DownEncoderBlock2D",) * 4,  # SD's 8x
+                  up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, norm_num_groups=4,
+                  sample_size=32).save_pretrained(sd / "vae")
     PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                   skip_prk_steps=True).save_pretrained(sd / "scheduler")
     (sd / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))

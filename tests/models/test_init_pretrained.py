@@ -168,3 +168,23 @@ def test_motion_adapter_of_another_size(capsys, tmp_path, pretrained_parts):
     err = _init_fails(capsys, ["--config", str(pretrained_parts["config"]), "--sd15", str(pretrained_parts["sd15"]),
                                "--motion-adapter", str(other)], tmp_path / "m")
     assert "shape" in err and "motion_modules" in err
+
+
+def test_a_vae_of_another_depth_needs_a_matching_face_locator(capsys, tmp_path, pretrained_parts):
+    """A 4x VAE (3 blocks) under a config whose face locator downsamples 8x: a one-line error, no folder;
+    with the face locator's widths matched (an override) the same init works."""
+    import shutil
+
+    from diffusers import AutoencoderKL
+
+    sd = tmp_path / "sd_vae4x"
+    shutil.copytree(pretrained_parts["sd15"], sd)
+    shutil.rmtree(sd / "vae")
+    AutoencoderKL(block_out_channels=(8, 16, 16), down_block_types=("DownEncoderBlock2D",) * 3,
+                  up_block_types=("UpDecoderBlock2D",) * 3, norm_num_groups=4).save_pretrained(sd / "vae")
+    args = ["--config", str(pretrained_parts["config"]), "--sd15", str(sd)]
+    err = _init_fails(capsys, args, tmp_path / "m")
+    assert "face_locator_channels has 4 widths" in err and "--face_locator_channels=[4,8,8]" in err
+    assert main(["init", *args, "--out", str(tmp_path / "m"), "--face_locator_channels=[4,8,8]"]) == 0
+    index = json.loads((tmp_path / "m" / "face_locator" / "config.json").read_text())
+    assert index["block_out_channels"] == [4, 8, 8]

@@ -247,7 +247,7 @@ def test_a_4x_vae_sizes_the_latents_and_the_face_locator():
 
     vae4x = [*TINY_OVERRIDES, "--vae.block_out_channels=[32,64,64]"]
     with pytest.raises(EMOError, match=r"face_locator_channels has 4 widths .*--face_locator_channels=\[8,16,32\]"):
-        load_model_config("tiny", vae4x)
+        build_components(load_model_config("tiny", vae4x))
     cfg = load_model_config("tiny", [*vae4x, "--face_locator_channels=[8,16,32]"])
     assert cfg.latent_size == 16
     components = build_components(cfg, seed=0)

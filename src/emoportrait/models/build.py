@@ -66,6 +66,7 @@ def build_components(cfg: ModelConfig, seed: int = 0, audio_encoder=None) -> dic
         dict with keys vae, unet, reference_unet, face_locator, audio_encoder, audio_proj,
         speed_encoder, scheduler (the names of the model folder's sub-folders).
     """
+    cfg.check_shapes()
     torch.manual_seed(seed)
     unet = build_unet(cfg)
     torch.manual_seed(seed + 1)

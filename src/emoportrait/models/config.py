@@ -73,7 +73,9 @@ class ModelConfig:
     guidance_scale_ref: float = DEFAULT_GUIDANCE_REF
     guidance_scale_audio: float = DEFAULT_GUIDANCE_AUDIO
 
-    def __post_init__(self):
+    def check_shapes(self) -> None:
+        """Raise EMOError where two sizes cannot work together (called when the components are built,
+        after `init` has taken a pretrained VAE's size, so overrides may arrive in any order)."""
         # The face locator's output is added to the backbone's first latent features, so it must
         # downsample the mask by the VAE's factor: one stride-2 conv per VAE block after the first.
         n, m = len(self.face_locator_channels), len(self.vae.block_out_channels)
