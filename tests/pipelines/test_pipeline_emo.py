@@ -240,7 +240,8 @@ def test_latent_channels_follow_the_vae(tiny_config, face_mask64, tmp_path):
 
 def test_a_4x_vae_sizes_the_latents_and_the_face_locator():
     """A VAE with 3 blocks (4x, not SD's 8x): 64 px frames give 16x16 latents, the face locator must
-    downsample by the same factor (else a one-line config error), and its mask reaches the backbone."""
+    downsample by the same factor, and its mask reaches the backbone. Sizes that cannot work together
+    (that face locator with 8x, a resolution not a multiple of the VAE's factor) are one-line errors."""
     from emo_gen_helpers import TINY_OVERRIDES
 
     from emoportrait.models import build_components, load_model_config
@@ -248,6 +249,8 @@ def test_a_4x_vae_sizes_the_latents_and_the_face_locator():
     vae4x = [*TINY_OVERRIDES, "--vae.block_out_channels=[32,64,64]"]
     with pytest.raises(EMOError, match=r"face_locator_channels has 4 widths .*--face_locator_channels=\[8,16,32\]"):
         build_components(load_model_config("tiny", vae4x))
+    with pytest.raises(EMOError, match=r"resolution 100 is not a multiple of the VAE's 8x .*--resolution=96"):
+        build_components(load_model_config("tiny", [*TINY_OVERRIDES, "--resolution=100"]))
     cfg = load_model_config("tiny", [*vae4x, "--face_locator_channels=[8,16,32]"])
     assert cfg.latent_size == 16
     components = build_components(cfg, seed=0)

@@ -85,6 +85,10 @@ class ModelConfig:
                 f"face_locator_channels has {n} widths ({2 ** (n - 1)}x downsampling) but vae.block_out_channels "
                 f"has {m} ({2 ** (m - 1)}x); give both the same length, e.g. "
                 f"--face_locator_channels=[{','.join(map(str, fit))}]")
+        factor = 2 ** (m - 1)
+        if self.resolution % factor:  # else frames would come back smaller than asked, silently
+            raise EMOError(f"resolution {self.resolution} is not a multiple of the VAE's {factor}x downsampling; "
+                           f"use e.g. --resolution={max(factor, round(self.resolution / factor) * factor)}")
 
     @property
     def latent_size(self) -> int:
