@@ -15,7 +15,8 @@ class FaceLocator(ModelMixin, ConfigMixin):
 
     Args:
         out_channels: width of the output; the backbone's block_out_channels[0] (320 for SD1.5).
-        block_out_channels: widths of the encoder; three stride-2 convs give the VAE's 8x factor.
+        block_out_channels: widths of the encoder, one per VAE block: a stride-2 conv between each two
+            gives the VAE's factor (four widths: SD's 8x; `ModelConfig.check_shapes` enforces it).
         conditioning_channels: channels of the mask (1).
     """
 
@@ -30,5 +31,5 @@ class FaceLocator(ModelMixin, ConfigMixin):
         )
 
     def forward(self, mask: torch.Tensor) -> torch.Tensor:
-        """mask (B, 1, H, W) in {0, 1} at pixel resolution -> (B, out_channels, H/8, W/8)."""
+        """mask (B, 1, H, W) in {0, 1} at pixel resolution -> (B, out_channels, h, w) at latent resolution."""
         return self.embedding(mask.to(self.dtype))
