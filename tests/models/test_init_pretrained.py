@@ -186,5 +186,5 @@ def test_a_vae_of_another_depth_needs_a_matching_face_locator(capsys, tmp_path, 
     err = _init_fails(capsys, args, tmp_path / "m")
     assert "face_locator_channels has 4 widths" in err and "--face_locator_channels=[4,8,8]" in err
     assert main(["init", *args, "--out", str(tmp_path / "m"), "--face_locator_channels=[4,8,8]"]) == 0
-    index = json.loads((tmp_path / "m" / "face_locator" / "config.json").read_text())
-    assert index["block_out_channels"] == [4, 8, 8]
+    locator = json.loads((tmp_path / "m" / "face_locator" / "config.json").read_text())
+    assert locator["block_out_channels"] == [4, 8, 8]

@@ -238,7 +238,7 @@ def test_latent_channels_follow_the_vae(tiny_config, face_mask64, tmp_path):
     np.testing.assert_allclose(run(loaded, audio, face_mask64), frames, atol=1e-4)
 
 
-def test_a_4x_vae_sizes_the_latents_and_the_face_locator():
+def test_a_4x_vae_sizes_the_latents_and_the_face_locator(face_mask64):
     """A VAE with 3 blocks (4x, not SD's 8x): 64 px frames give 16x16 latents, the face locator must
     downsample by the same factor, and its mask reaches the backbone. Sizes that cannot work together
     (that face locator with 8x, a resolution not a multiple of the VAE's factor) are one-line errors."""
@@ -260,14 +260,12 @@ def test_a_4x_vae_sizes_the_latents_and_the_face_locator():
     pipe = EMOPipeline(**components)
     pipe.set_progress_bar_config(disable=True)
     audio = speech_like(0.2)
-    face = np.zeros((64, 64), np.float32)
-    face[12:52, 16:48] = 1.0
-    latent = run(pipe, audio, face, output_type="latent")
+    latent = run(pipe, audio, face_mask64, output_type="latent")
     assert latent.shape == (1, 4, 5, 16, 16) and torch.isfinite(latent).all()
-    smaller = np.zeros_like(face)
+    smaller = np.zeros_like(face_mask64)
     smaller[24:40, 24:40] = 1.0
     assert (run(pipe, audio, smaller, output_type="latent") - latent).abs().max() > 1e-3
-    assert run(pipe, audio, face).shape == (1, 5, 64, 64, 3)
+    assert run(pipe, audio, face_mask64).shape == (1, 5, 64, 64, 3)
 
 
 def test_face_detection_path(tiny_pipe):
