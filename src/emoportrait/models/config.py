@@ -83,16 +83,21 @@ class ModelConfig:
             fit = [*self.face_locator_channels[:m], *[self.face_locator_channels[-1]] * (m - n)]
             raise EMOError(
                 f"face_locator_channels has {n} widths ({2 ** (n - 1)}x downsampling) but vae.block_out_channels "
-                f"has {m} ({2 ** (m - 1)}x); give both the same length, e.g. "
+                f"has {m} ({self.vae_factor}x); give both the same length, e.g. "
                 f"--face_locator_channels=[{','.join(map(str, fit))}]")
-        factor = 2 ** (m - 1)
+        factor = self.vae_factor
         if self.resolution % factor:  # else frames would come back smaller than asked, silently
             raise EMOError(f"resolution {self.resolution} is not a multiple of the VAE's {factor}x downsampling; "
                            f"use e.g. --resolution={max(factor, round(self.resolution / factor) * factor)}")
 
     @property
+    def vae_factor(self) -> int:
+        """How many times smaller than the frames the latents are: 2 per VAE block after the first."""
+        return 2 ** (len(self.vae.block_out_channels) - 1)
+
+    @property
     def latent_size(self) -> int:
-        return self.resolution // 2 ** (len(self.vae.block_out_channels) - 1)
+        return self.resolution // self.vae_factor
 
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
