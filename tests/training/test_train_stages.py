@@ -160,3 +160,51 @@ def test_vae_decoder_run_keeps_the_encoder_and_scale_bit_identical(chain, tmp_pa
     record = json.loads((out / "emo_training.json").read_text())
     assert record["stages"] == ["1", "2", "3", "vae_decoder"] and record["steps"]["vae_decoder"] == 2
     assert record["steps"]["3"] == 2  # the earlier stages' steps are kept
+
+
+@pytest.mark.parametrize("setting", [{"mixed_precision": "bf16"}, {"vae_dtype": "bf16"}])
+def test_a_low_precision_frozen_vae_encodes_but_the_saved_vae_stays_float32_and_bit_identical(tiny_model_dir, tmp_path,
+                                                                                                setting, request):
+    """The frozen VAE encodes stage 1's frames in bf16 (mixed precision, or `vae_dtype` alone), yet the
+    model folder keeps the init's fp32 VAE: a cast copy encodes, the saved VAE is never rounded."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()  # accelerate keeps one precision per process; this test changes it
+    request.addfinalizer(AcceleratorState._reset_state)
+    out = train(fast_config("1", max_steps=1, batch_size=1, **setting), tiny_model_dir, tmp_path / "s1",
+                dataset=ContractDataset("1", num_clips=2))
+    a = load_file(str(tiny_model_dir / "vae" / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(out / "vae" / "diffusion_pytorch_model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(b[k].dtype == torch.float32 and torch.equal(a[k], b[k]) for k in a)
+    assert _changed(_diff(tiny_model_dir, out), "unet", "spatial")
+
+
+def test_the_encoding_copy_runs_in_its_dtype_and_leaves_the_vae_alone(tiny_model_dir):
+    from diffusers import AutoencoderKL
+
+    from emoportrait.training.module import encode_batch
+    from emoportrait.training.parts import encoding_vae, frozen_vae_dtype
+
+    vae = AutoencoderKL.from_pretrained(str(tiny_model_dir / "vae")).eval()
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    assert frozen_vae_dtype("auto", torch.float32, vae) == torch.float32
+    assert frozen_vae_dtype("auto", torch.bfloat16, vae) == torch.bfloat16
+    vae.register_to_config(force_upcast=True)  # SD's VAE overflows in fp16: auto keeps it fp32
+    assert frozen_vae_dtype("auto", torch.float16, vae) == torch.float32
+    assert frozen_vae_dtype("bf16", torch.float32, vae) == torch.bfloat16
+
+    torch.manual_seed(0)
+    batch = {"pixel_values": torch.rand(2, 3, 32, 32) * 2 - 1, "reference": torch.rand(2, 3, 32, 32) * 2 - 1,
+             "face_mask": torch.ones(2, 1, 32, 32)}
+    latents = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        enc = encoding_vae(vae, dtype)
+        assert all(p.dtype == dtype and not p.requires_grad for p in enc.parameters())
+        torch.manual_seed(1)  # the same posterior sample
+        latents[dtype] = encode_batch(batch, enc, None, "1").latents
+    assert all(torch.equal(before[k], v) for k, v in vae.state_dict().items())
+    assert all(p.dtype == torch.float32 for p in vae.parameters())
+    a, b = latents[torch.float32], latents[torch.bfloat16]
+    assert a.dtype == b.dtype == torch.float32 and not torch.equal(a, b)
+    assert (a - b).abs().max() < 0.05 * a.abs().max()  # bf16 rounding, not another encoding

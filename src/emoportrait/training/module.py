@@ -194,7 +194,8 @@ def encode_batch(batch: dict, vae, audio_encoder, stage: str) -> EncodedBatch:
         pixels = pixels.unsqueeze(1)  # (B, 1, 3, H, W)
     b, t = pixels.shape[:2]
     scale = vae.config.scaling_factor
-    frames = torch.cat([pixels.flatten(0, 1), batch["reference"]]).to(vae.dtype)  # (B*T + B, 3, H, W)
+    frames = torch.cat([pixels.flatten(0, 1), batch["reference"]])  # (B*T + B, 3, H, W)
+    frames = frames.to(vae.device, vae.dtype, memory_format=torch.channels_last)  # the layout `encoding_vae` runs fastest
     z = vae.encode(frames).latent_dist.sample() * scale
     latents = z[: b * t].reshape(b, t, *z.shape[1:]).float()  # (B, T, C, h, w)
     reference = z[b * t :].float()  # (B, C, h, w)

@@ -7,6 +7,7 @@ unless forced, because the paper's stages build on each other (section 3.3).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -20,6 +21,7 @@ from emoportrait.config import config_to_dict
 from emoportrait.errors import EMOError
 
 RECORD = "emo_training.json"
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Which completed stage each stage starts from (the VAE stage and stage 1 start from anything).
 PREVIOUS = {"2": "1", "3": "2"}
 
@@ -137,3 +139,23 @@ def write_model_folder(pipe, out: str | Path, record: dict[str, Any], stage: str
         pipe.save_pretrained(str(tmp))
         (tmp / RECORD).write_text(json.dumps(new_record, indent=1))
     return out
+
+
+def frozen_vae_dtype(vae_dtype: str, weight_dtype: torch.dtype, vae) -> torch.dtype:
+    """The `vae_dtype` setting resolved: auto is the mixed-precision dtype, except fp32 for a VAE that
+    overflows in fp16 (SD's, `force_upcast` in its config)."""
+    if vae_dtype != "auto":
+        return DTYPES[vae_dtype]
+    if weight_dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
+        return torch.float32
+    return weight_dtype
+
+
+def encoding_vae(vae, dtype: torch.dtype):
+    """A frozen copy of `vae` that encodes the training frames: in `dtype` and with channels-last weights
+    (the conv layout oneDNN and cuDNN run fastest). `vae` itself is never cast, so the model folder keeps
+    its weights bit-identical and validation decodes with them."""
+    enc = copy.deepcopy(vae).requires_grad_(False).eval()
+    # nn.Module.to: diffusers' ModelMixin.to warns about fp32-only modules even when it has none.
+    nn.Module.to(enc, dtype=dtype, memory_format=torch.channels_last)
+    return enc

@@ -32,6 +32,8 @@ from emoportrait.training.logging import RunLogger
 from emoportrait.training.module import EMOTrainingModule, VAETrainingModule, encode_batch
 from emoportrait.training.parts import (
     check_init,
+    encoding_vae,
+    frozen_vae_dtype,
     load_pipeline,
     lr_lambda,
     measure_scaling_factor,
@@ -96,9 +98,7 @@ def train(cfg: TrainConfig, init: str | Path, output_dir: str | Path, resume: st
                                    noise_scheduler, cfg.stage, cfg.dropout.reference, cfg.dropout.audio, cfg.dropout.motion,
                                    cfg.snr_gamma, cfg.mouth_loss_weight)
         pipe.vae.requires_grad_(False).eval().to(accelerator.device)
-        # The frozen VAE runs in the mixed-precision dtype, except SD's VAE under fp16 (overflows).
-        if weight_dtype == torch.bfloat16 or (weight_dtype == torch.float16 and not pipe.vae.config.force_upcast):
-            pipe.vae.to(dtype=weight_dtype)
+        encoder = encoding_vae(pipe.vae, frozen_vae_dtype(cfg.vae_dtype, weight_dtype, pipe.vae))
         pipe.audio_encoder.requires_grad_(False).eval().to(accelerator.device)
     params = set_trainable(module, cfg.trainable_groups())
     if cfg.gradient_checkpointing:
@@ -147,7 +147,7 @@ def train(cfg: TrainConfig, init: str | Path, output_dir: str | Path, resume: st
                 if cfg.stage == "vae":  # both images of a stage-1 sample are training frames
                     loss = module(torch.cat([batch["pixel_values"], batch["reference"]]))
                 else:
-                    loss = module(encode_batch(batch, pipe.vae, pipe.audio_encoder, cfg.stage))
+                    loss = module(encode_batch(batch, encoder, pipe.audio_encoder, cfg.stage))
                 accelerator.backward(loss / accum)
             loss_sum += loss.detach().float()
         grad_norm = accelerator.clip_grad_norm_(module.parameters(), cfg.optim.max_grad_norm) if cfg.optim.max_grad_norm > 0 else None
