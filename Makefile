@@ -35,6 +35,7 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/bench_generate.py
+	$(PY) benchmarks/bench_training_encode.py
 
 demo: install
 	$(PY) -m emoportrait.demo --out demo
