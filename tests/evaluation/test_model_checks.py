@@ -48,6 +48,16 @@ def test_checks_end_to_end(world, tmp_path, capsys):
     assert read_video(recon[0]).shape[0] == 13
 
 
+def test_the_long_check_alone_runs_in_a_new_output_folder(world, tmp_path):
+    """The recipe runs `speed,long`; `long` alone must not depend on another check making `videos/`."""
+    assert cli_main(["init", "--config", "tiny", "--out", str(tmp_path / "m")]) == 0
+    out = tmp_path / "new" / "checks"
+    assert main(["--model", str(tmp_path / "m"), "--set", str(world), "--out", str(out), "--split", "all",
+                 "--checks", "long", "--long-seconds", "0.6", "--steps", "1", "--device", "cpu"]) == 0
+    assert json.loads((out / "checks.json").read_text())["long"]["frames"] == 15
+    assert (out / "videos" / "long.mp4").is_file()
+
+
 def test_unknown_check_is_one_line(world, tmp_path, capsys):
     assert main(["--model", str(tmp_path), "--set", str(world), "--out", str(tmp_path / "o"), "--checks", "nope"]) == 2
     err = capsys.readouterr().err.strip()

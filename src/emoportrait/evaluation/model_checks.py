@@ -239,8 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             pipe.set_progress_bar_config(disable=True)
             scales = {"guidance_scale_ref": args.guidance_ref, "guidance_scale_audio": args.guidance_audio}
             pipe.register_to_config(**{k: v for k, v in scales.items() if v is not None})  # the default for every call
-        args.out.mkdir(parents=True, exist_ok=True)
         work = args.out / "videos"
+        work.mkdir(parents=True, exist_ok=True)  # `--checks long` alone writes long.mp4 straight into it
 
         def log(m: str) -> None:
             print(m, file=sys.stderr, flush=True)
