@@ -31,6 +31,7 @@ from emoportrait.training.data import BatchStream, build_dataloader
 from emoportrait.training.logging import RunLogger
 from emoportrait.training.module import EMOTrainingModule, VAETrainingModule, encode_batch
 from emoportrait.training.parts import (
+    DTYPES,
     check_init,
     encoding_vae,
     frozen_vae_dtype,
@@ -86,7 +87,7 @@ def train(cfg: TrainConfig, init: str | Path, output_dir: str | Path, resume: st
     set_seed(cfg.seed, device_specific=True)
     if cfg.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision, torch.float32)
+    weight_dtype = DTYPES.get(cfg.mixed_precision, torch.float32)  # "no" -> fp32
 
     # 3. Models and freezing: the trained networks in one module (one DDP wrapper), the encoders frozen.
     pipe = load_pipeline(init)
