@@ -66,10 +66,11 @@ import torch
 from safetensors.torch import load_file
 a, b = Path(sys.argv[1]), Path(sys.argv[2])
 index_a, index_b = (json.loads((p / "model_index.json").read_text()) for p in (a, b))
-for key in ("guidance_scale_ref", "guidance_scale_audio"):  # the default guidance travels with the model
-    if index_a.get(key) != index_b.get(key):
-        sys.exit(f"{a}: {key} {index_a.get(key)} differs from what `emoportrait init` writes now "
-                 f"({index_b.get(key)}); remove {a.parent} and rerun")
+# The default guidance and the noise prior travel with the model (a folder from before the prior: none, 0).
+for key, default in (("guidance_scale_ref", None), ("guidance_scale_audio", None), ("shared_noise_ratio", 0.0)):
+    if index_a.get(key, default) != index_b.get(key, default):
+        sys.exit(f"{a}: {key} {index_a.get(key, default)} differs from what `emoportrait init` writes now "
+                 f"({index_b.get(key, default)}); remove {a.parent} and rerun")
 for f in sorted(b.glob("*/*.safetensors")):
     x, y = load_file(str(a / f.relative_to(b))), load_file(str(f))
     if x.keys() != y.keys() or any(not torch.equal(x[k], y[k]) for k in y):

@@ -36,6 +36,15 @@ def test_checks_end_to_end(world, tmp_path, capsys):
     assert merged["lipsync"]["clips"] == 2 and set(merged["lipsync"]) >= {"own", "shuffled"}
     assert len(list((out / "videos" / "lipsync_shuffled").glob("*.mp4"))) == 2
     assert list(merged["speed"]["measured"]) == ["0.1", "0.9", "1.6"]
+    # flicker per level, beside the same clip's ground truth (its first 13 frames)
+    from emoportrait.data.media import read_video
+    from emoportrait.evaluation.synthetic import temporal_hf_energy
+
+    speed_clip = spread(load_set(world, ("all",)), 1)[0]
+    assert merged["speed"]["flicker_ground_truth"] == pytest.approx(
+        temporal_hf_energy(read_video(speed_clip.video, max_frames=13)))
+    assert list(merged["speed"]["flicker"]) == ["0.1", "0.9", "1.6"]
+    assert all(np.isfinite(v) and v > 0 for v in merged["speed"]["flicker"].values())
     assert merged["long"]["frames"] == 30 and np.isfinite(merged["long"]["first_quarter"]["jitter_hf"])
     assert (out / "long_sheet.png").is_file()
     assert "model_checks" in merged["long"]["command"]
@@ -43,8 +52,6 @@ def test_checks_end_to_end(world, tmp_path, capsys):
     vae = merged["vae"]
     recon = sorted((out / "videos" / "vae_reconstruction").glob("*.mp4"))
     assert vae["clips"] == 2 and len(recon) == 2 and 0 < vae["mse"] < 4
-    from emoportrait.data.media import read_video
-
     assert read_video(recon[0]).shape[0] == 13
 
 

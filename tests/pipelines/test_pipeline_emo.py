@@ -147,6 +147,46 @@ def test_default_guidance_scales_come_from_the_model_folder(tiny_components, tmp
     assert EMOPipeline.from_pretrained(tmp_path / "m").config.guidance_scale_audio == 3.0  # null: the default
 
 
+
+def test_the_models_noise_prior_is_saved_loaded_and_starts_every_clip(tiny_components, tmp_path, face_mask64):
+    """`shared_noise_ratio` (models/noise.py) travels in model_index.json and shapes each clip's first noise."""
+    import json
+
+    EMOPipeline(**tiny_components, shared_noise_ratio=0.8).save_pretrained(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "model_index.json").read_text())["shared_noise_ratio"] == 0.8
+    pipe = EMOPipeline.from_pretrained(tmp_path / "m")
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.config.shared_noise_ratio == 0.8
+    firsts = []  # the noisy latents of each clip's first denoising step
+    handle = pipe.unet.register_forward_pre_hook(
+        lambda m, args, kw: firsts.append(args[0][:1].clone()) if len(firsts) == pipe.clip_index else None,
+        with_kwargs=True)
+    try:
+        run(pipe, speech_like(0.4), face_mask64, num_inference_steps=1)  # 10 frames: 3 clips of 4
+    finally:
+        handle.remove()
+    assert len(firsts) == pipe.num_clips == 3
+    frames = torch.cat(firsts).permute(0, 2, 1, 3, 4).flatten(2)  # (3 clips, F, C*h*w)
+    corr = torch.stack([torch.corrcoef(clip) for clip in frames])  # (3, F, F)
+    off_diagonal = corr[:, ~torch.eye(frames.shape[1], dtype=torch.bool)]
+    assert off_diagonal.mean().item() == pytest.approx(0.8, abs=0.1)
+    # Without the prior (the default, and a folder written before it) the frames' noise is independent
+    # and the same seed draws exactly the noise it always drew.
+    index = json.loads((tmp_path / "m" / "model_index.json").read_text())
+    del index["shared_noise_ratio"]
+    (tmp_path / "m" / "model_index.json").write_text(json.dumps(index))
+    old = EMOPipeline.from_pretrained(tmp_path / "m")
+    assert old.config.shared_noise_ratio == 0.0
+    f, size = old.num_frames, old.sample_size
+    lat = old.prepare_latents(f, size, size, torch.float32, "cpu", torch.Generator().manual_seed(0))
+    expected = torch.randn((1, old.unet.config.in_channels, f, size // 8, size // 8),
+                           generator=torch.Generator().manual_seed(0))
+    assert torch.equal(lat, expected * old.scheduler.init_noise_sigma)
+    for bad in (1.0, -0.5, "some"):
+        (tmp_path / "m" / "model_index.json").write_text(json.dumps({**index, "shared_noise_ratio": bad}))
+        with pytest.raises(EMOError, match=r"shared_noise_ratio must be a number in \[0, 1\)"):
+            EMOPipeline.from_pretrained(tmp_path / "m")
+
 def test_guidance_formula():
     assert guidance_branches(1.0, 1.0) == [(True, True)]
     assert guidance_branches(1.0, 2.0) == [(True, False), (True, True)]

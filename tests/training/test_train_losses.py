@@ -138,3 +138,29 @@ def test_region_weighted_mean_moves_the_loss_share_to_the_mouth_and_keeps_unifor
     # plain mean 4/16 = 0.25; weighted: (5 * 4 cells) / (4 * 5 + 12 * 1) = 20 / 32
     assert torch.allclose(region_weighted_mean(err, mask, 4.0), torch.full((b,), 20 / 32))
     assert torch.allclose(region_weighted_mean(err, mask, 0.0), torch.full((b,), 0.25))
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.9])
+def test_the_video_stages_noise_with_the_models_prior(tmp_path, monkeypatch, ratio):
+    """Stage 2 draws its training noise from the model folder's `shared_noise_ratio` (models/noise.py),
+    so a clip's F frames are correlated by the ratio; the saved model keeps the ratio."""
+    import json
+
+    from train_fixtures import MODEL_OVERRIDES, ContractDataset, build_tiny_model, fast_config
+
+    from emoportrait.training.train import train
+
+    init = build_tiny_model(tmp_path / "init", [*MODEL_OVERRIDES, f"shared_noise_ratio={ratio}"])
+    drawn = []
+    add_noise = DDPMScheduler.add_noise
+    monkeypatch.setattr(DDPMScheduler, "add_noise",
+                        lambda self, x, noise, t: drawn.append(noise) or add_noise(self, x, noise, t))
+    out = train(fast_config("2", max_steps=2, batch_size=2, force=True), init, tmp_path / "s2",
+                dataset=ContractDataset("2", num_clips=4))
+    assert json.loads((out / "model_index.json").read_text())["shared_noise_ratio"] == ratio
+    noise = torch.cat(drawn)  # (4, C, F, h, w): 2 steps x 2 samples
+    assert noise.shape[2] == 4
+    frames = noise.permute(0, 2, 1, 3, 4).flatten(2)  # (4, F, C*h*w)
+    corr = torch.stack([torch.corrcoef(sample) for sample in frames])
+    off_diagonal = corr[:, ~torch.eye(4, dtype=torch.bool)]
+    assert off_diagonal.mean().item() == pytest.approx(ratio, abs=0.1)  # each frame's N(0, I): tests/models/test_noise.py

@@ -58,7 +58,8 @@ def probe_conditions(model: str | Path, data: str | Path, stage: str, num_sample
     dataset = build_stage_dataset(cfg, model)
     pipe = load_pipeline(model)
     module = EMOTrainingModule(pipe.unet, pipe.reference_unet, pipe.face_locator, pipe.audio_proj, pipe.speed_encoder,
-                               DDPMScheduler.from_config(pipe.scheduler.config), stage).eval()
+                               DDPMScheduler.from_config(pipe.scheduler.config), stage,
+                               shared_noise_ratio=pipe.config.shared_noise_ratio).eval()
     generator = torch.Generator().manual_seed(seed)
     picks = torch.randperm(len(dataset), generator=generator)[: min(num_samples, len(dataset))].tolist()
     if len(picks) < 2:

@@ -126,29 +126,42 @@ def check_vae(pipe, clips, world: Path, work: Path, splits, max_frames: int | No
 
 
 def check_speed(pipe, clips, work: Path, steps: int, max_frames: int | None, levels, log) -> dict:
-    """Mean measured head speed of generated videos per requested speed level."""
+    """Mean measured head speed of generated videos per requested speed level, and their flicker.
+
+    Flicker is `synthetic.temporal_hf_energy` (the long check's jitter) per video, next to the same
+    clips' ground truth: frame-to-frame noise the face tracker reads as head motion.
+    """
     from emoportrait.data.faces import FaceAnalyzer
     from emoportrait.data.media import read_video
     from emoportrait.evaluation.generation import generate_for_set
+    from emoportrait.evaluation.synthetic import temporal_hf_energy
 
-    measured = {}
+    def mean(values):
+        values = [v for v in values if v is not None]
+        return float(np.mean(values)) if values else None
+
+    measured, flicker = {}, {}
     with FaceAnalyzer() as analyzer:
         for level in levels:
             videos = work / f"speed_{level:g}"
             videos.mkdir(parents=True, exist_ok=True)
             log(f"speed: generating {len(clips)} clips at {level:g} deg/frame")
             generate_for_set("", clips, videos, steps, max_frames=max_frames, log=log, speed=level, pipe=pipe)
-            speeds = []
+            speeds, jitters = [], []
             for clip in clips:
                 path = videos / f"{clip.name}.mp4"
                 if path.is_file():
-                    track = analyzer.analyze_frames(read_video(path))
+                    frames = read_video(path)
+                    jitters.append(temporal_hf_energy(frames))
+                    track = analyzer.analyze_frames(frames)
                     if track.found.sum() >= 2:
                         speeds.append(float(np.mean(track.speed[track.found])))
-            measured[f"{level:g}"] = float(np.mean(speeds)) if speeds else None
+            measured[f"{level:g}"], flicker[f"{level:g}"] = mean(speeds), mean(jitters)
     values = [measured[f"{lv:g}"] for lv in levels]
     monotonic = all(v is not None for v in values) and all(b > a for a, b in zip(values, values[1:]))
-    return {"requested": list(levels), "measured": measured, "monotonic": monotonic, "clips": len(clips)}
+    truth = mean(temporal_hf_energy(read_video(c.video, max_frames=max_frames)) for c in clips)
+    return {"requested": list(levels), "measured": measured, "monotonic": monotonic, "clips": len(clips),
+            "flicker": flicker, "flicker_ground_truth": truth}
 
 
 def check_long(pipe, clips, work: Path, steps: int, seconds: float, log) -> dict:

@@ -117,7 +117,8 @@ def write_model(components: dict, cfg: ModelConfig, reports: list[LoadReport], o
         raise EMOError(f"{out} already exists; pass --force to replace it")
     with atomic_dir(out, overwrite=True) as tmp:
         EMOPipeline(**components, guidance_scale_ref=cfg.guidance_scale_ref,
-                    guidance_scale_audio=cfg.guidance_scale_audio).save_pretrained(tmp)
+                    guidance_scale_audio=cfg.guidance_scale_audio,
+                    shared_noise_ratio=cfg.shared_noise_ratio).save_pretrained(tmp)
         save_config(cfg, tmp / "emo_config.yaml")
         (tmp / "init_report.json").write_text(json.dumps([r.to_dict() for r in reports], indent=1))
     return out

@@ -45,7 +45,7 @@ class VAESizeConfig:
 
 @dataclass
 class ModelConfig:
-    """Everything that fixes the shapes of an EMO model, and the default guidance scales its folder records."""
+    """Everything that fixes the shapes of an EMO model, and the defaults its folder records (guidance, noise prior)."""
 
     name: str = "full"
     resolution: int = 512  # frame size in pixels (square)
@@ -72,6 +72,9 @@ class ModelConfig:
     # config); a call or `--guidance-*` overrides them. Not shapes: tuned per model, not in the paper.
     guidance_scale_ref: float = DEFAULT_GUIDANCE_REF
     guidance_scale_audio: float = DEFAULT_GUIDANCE_AUDIO
+    # Noise prior of the video stages and generation (models/noise.py), also written into model_index.json:
+    # 0 = independent per frame (the paper); r > 0 = a share r of each frame's noise variance common to the clip.
+    shared_noise_ratio: float = 0.0
 
     def check_shapes(self) -> None:
         """Raise EMOError where two sizes cannot work together (called when the components are built,

@@ -21,14 +21,14 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import DiffusionPipeline
-from diffusers.utils.torch_utils import randn_tensor
 
 import emoportrait.models  # noqa: F401  (diffusers resolves the model folder's classes in loaded modules)
 from emoportrait.data.media import FPS, SAMPLE_RATE
 from emoportrait.errors import EMOError
 from emoportrait.models.config import DEFAULT_GUIDANCE_AUDIO, DEFAULT_GUIDANCE_REF
+from emoportrait.models.noise import checked_ratio, draw_frame_noise
 from emoportrait.pipelines.guidance import checked_scale, combine_guidance, guidance_branches
-from emoportrait.pipelines.pipeline_output import EMOPipelineOutput
+from emoportrait.pipelines.pipeline_output import EMOPipelineOutput, to_uint8
 from emoportrait.pipelines.preprocessing import load_audio, load_image, num_video_frames, prepare_reference
 
 OUTPUT_TYPES = ("np", "pil", "pt", "latent")
@@ -74,6 +74,7 @@ class EMOPipeline(DiffusionPipeline):
     Config (saved in `model_index.json`, as SDXL's `force_zeros_for_empty_prompt`):
         guidance_scale_ref, guidance_scale_audio: the model's default classifier-free guidance scales,
             used when a call passes none (they are tuned per model: README, the default model).
+        shared_noise_ratio: the noise prior the model was trained with (models/noise.py; 0 = independent).
 
     A face detector for reference framing can be set as `pipe.face_detector` (an object with
     `detect(rgb) -> box | None`); by default MediaPipe's is used.
@@ -85,7 +86,8 @@ class EMOPipeline(DiffusionPipeline):
     audio_context_frames = 50  # 2 s of context on each side of a window
 
     def __init__(self, vae, unet, reference_unet, face_locator, audio_encoder, audio_proj, speed_encoder, scheduler,
-                 guidance_scale_ref: float = DEFAULT_GUIDANCE_REF, guidance_scale_audio: float = DEFAULT_GUIDANCE_AUDIO):
+                 guidance_scale_ref: float = DEFAULT_GUIDANCE_REF, guidance_scale_audio: float = DEFAULT_GUIDANCE_AUDIO,
+                 shared_noise_ratio: float = 0.0):
         super().__init__()
         self.register_modules(
             vae=vae,
@@ -103,7 +105,8 @@ class EMOPipeline(DiffusionPipeline):
         ref = DEFAULT_GUIDANCE_REF if guidance_scale_ref is None else guidance_scale_ref  # None: a null in the folder
         audio = DEFAULT_GUIDANCE_AUDIO if guidance_scale_audio is None else guidance_scale_audio
         self.register_to_config(guidance_scale_ref=checked_scale("guidance_scale_ref", ref),
-                                guidance_scale_audio=checked_scale("guidance_scale_audio", audio))
+                                guidance_scale_audio=checked_scale("guidance_scale_audio", audio),
+                                shared_noise_ratio=checked_ratio(shared_noise_ratio or 0.0))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path=None, **kwargs):
@@ -245,9 +248,9 @@ class EMOPipeline(DiffusionPipeline):
         return self.speed_encoder(speeds).to(dtype)
 
     def prepare_latents(self, num_frames, height, width, dtype, device, generator) -> torch.Tensor:
-        """Initial noise (1, C, F, h, w), scaled by the scheduler's `init_noise_sigma`."""
+        """Initial noise (1, C, F, h, w) from the model's prior, scaled by the scheduler's `init_noise_sigma`."""
         shape = (1, self.unet.config.in_channels, num_frames, height // self.vae_scale_factor, width // self.vae_scale_factor)
-        latents = randn_tensor(shape, generator=generator, device=torch.device(device), dtype=dtype)
+        latents = draw_frame_noise(shape, self.config.shared_noise_ratio, generator, torch.device(device), dtype)
         return latents * self.scheduler.init_noise_sigma
 
     def prepare_extra_step_kwargs(self, generator, eta):
@@ -492,9 +495,3 @@ class EMOPipeline(DiffusionPipeline):
         if speed is not None and not math.isfinite(float(speed)):
             raise EMOError(f"speed must be a finite number of degrees per frame, got {speed!r}")
         return None if speed is None else float(speed)
-
-
-def to_uint8(frames: torch.Tensor) -> list[np.ndarray]:
-    """(T, 3, H, W) float in [0, 1] -> T arrays (H, W, 3) uint8."""
-    arr = (frames.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return list(arr)

@@ -1,4 +1,4 @@
-"""Output of `EMOPipeline.__call__`."""
+"""Output of `EMOPipeline.__call__`, and its frames as uint8 images."""
 
 from __future__ import annotations
 
@@ -20,3 +20,9 @@ class EMOPipelineOutput(BaseOutput):
     """
 
     frames: torch.Tensor | np.ndarray | list[list[PIL.Image.Image]]
+
+
+def to_uint8(frames: torch.Tensor) -> list[np.ndarray]:
+    """(T, 3, H, W) float in [0, 1] -> T arrays (H, W, 3) uint8."""
+    arr = (frames.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return list(arr)

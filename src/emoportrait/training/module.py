@@ -17,6 +17,7 @@ from diffusers.training_utils import compute_snr
 from torch import nn
 
 from emoportrait.errors import EMOError
+from emoportrait.models.noise import checked_ratio, mix_shared_noise
 
 SAMPLES_PER_FRAME = 640  # 16000 Hz / 25 fps
 
@@ -60,7 +61,7 @@ class EMOTrainingModule(nn.Module):
 
     def __init__(self, unet, reference_unet, face_locator, audio_proj, speed_encoder, noise_scheduler, stage: str,
                  p_drop_reference: float = 0.0, p_drop_audio: float = 0.0, p_drop_motion: float = 0.0,
-                 snr_gamma: float = 0.0, mouth_loss_weight: float = 0.0):
+                 snr_gamma: float = 0.0, mouth_loss_weight: float = 0.0, shared_noise_ratio: float = 0.0):
         super().__init__()
         self.unet = unet
         self.reference_unet = reference_unet
@@ -72,6 +73,7 @@ class EMOTrainingModule(nn.Module):
         self.p_drop_reference, self.p_drop_audio, self.p_drop_motion = p_drop_reference, p_drop_audio, p_drop_motion
         self.snr_gamma = snr_gamma  # > 0: Min-SNR-gamma loss weights (Hang et al. 2023); 0: the paper's plain MSE
         self.mouth_loss_weight = mouth_loss_weight  # > 0: extra weight of the mouth region (stages 2/3)
+        self.shared_noise_ratio = checked_ratio(shared_noise_ratio)  # the model's noise prior (models/noise.py)
 
     def _reference_features(self, latents: torch.Tensor) -> dict[str, torch.Tensor]:
         """ReferenceNet self-attention features of (B', C, h, w) latents; no graph when it is frozen."""
@@ -119,6 +121,8 @@ class EMOTrainingModule(nn.Module):
 
         # Forward diffusion q(z_t | z_0) at uniformly drawn steps, then eps-prediction MSE (eq. 1).
         noise = torch.randn_like(target)
+        if self.shared_noise_ratio and f > 1:  # the prior's share common to the clip's F frames
+            noise = mix_shared_noise(noise, torch.randn_like(target[:, :, :1]), self.shared_noise_ratio)
         t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (b,), device=device).long()
         noisy = self.noise_scheduler.add_noise(target, noise, t)
         pred = self.unet(noisy, t, reference_features=reference, motion_features=motion, audio_embeds=audio,
