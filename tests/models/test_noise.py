@@ -23,7 +23,8 @@ def frame_correlations(noise: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("ratio", [0.0, 0.5, 0.9])
 def test_each_frame_stays_standard_normal_and_frames_correlate_by_the_ratio(ratio):
-    noise = draw_frame_noise((2, 4, 6, 48, 48), ratio, torch.Generator().manual_seed(0))
+    noise, shared = draw_frame_noise((2, 4, 6, 48, 48), ratio, torch.Generator().manual_seed(0))
+    assert (shared is None) == (ratio == 0)
     assert noise.shape == (2, 4, 6, 48, 48)
     per_frame = noise.permute(0, 2, 1, 3, 4).flatten(2)  # 9216 values per frame
     assert torch.allclose(per_frame.mean(-1), torch.zeros(2, 6), atol=0.05)
@@ -37,7 +38,8 @@ def test_ratio_zero_and_single_frames_draw_exactly_the_independent_noise():
     """A model without the prior (every folder before it) reproduces its old seeds bit for bit."""
     for shape, ratio in (((1, 4, 5, 8, 8), 0.0), ((1, 4, 1, 8, 8), 0.8)):
         expected = randn_tensor(shape, generator=torch.Generator().manual_seed(3))
-        assert torch.equal(draw_frame_noise(shape, ratio, torch.Generator().manual_seed(3)), expected)
+        noise, shared = draw_frame_noise(shape, ratio, torch.Generator().manual_seed(3))
+        assert torch.equal(noise, expected) and shared is None
     noise, shared = torch.randn(1, 4, 5, 8, 8), torch.randn(1, 4, 1, 8, 8)
     assert mix_shared_noise(noise, shared, 0.0) is noise
     mixed = mix_shared_noise(noise, shared, 0.36)
@@ -45,8 +47,12 @@ def test_ratio_zero_and_single_frames_draw_exactly_the_independent_noise():
     # the independent draw comes first, then one shared draw per sample
     g = torch.Generator().manual_seed(5)
     first, second = randn_tensor((1, 4, 5, 8, 8), generator=g), randn_tensor((1, 4, 1, 8, 8), generator=g)
-    drawn = draw_frame_noise((1, 4, 5, 8, 8), 0.5, torch.Generator().manual_seed(5))
-    assert torch.allclose(drawn, math.sqrt(0.5) * (first + second), atol=1e-6)
+    drawn, shared = draw_frame_noise((1, 4, 5, 8, 8), 0.5, torch.Generator().manual_seed(5))
+    assert torch.allclose(drawn, math.sqrt(0.5) * (first + second), atol=1e-6) and torch.equal(shared, second)
+    # a given common draw (the video's, for its later clips) is used instead of a new one
+    again, kept = draw_frame_noise((1, 4, 5, 8, 8), 0.5, torch.Generator().manual_seed(5), shared=-second)
+    assert kept is not None and torch.equal(kept, -second)
+    assert torch.allclose(again, math.sqrt(0.5) * (first - second), atol=1e-6)
 
 
 @pytest.mark.parametrize("bad", [1.0, 1.5, -0.1, float("nan"), "some", None])

@@ -149,7 +149,8 @@ def test_default_guidance_scales_come_from_the_model_folder(tiny_components, tmp
 
 
 def test_the_models_noise_prior_is_saved_loaded_and_starts_every_clip(tiny_components, tmp_path, face_mask64):
-    """`shared_noise_ratio` (models/noise.py) travels in model_index.json and shapes each clip's first noise."""
+    """`shared_noise_ratio` (models/noise.py) travels in model_index.json and shapes each clip's first noise,
+    with one clip-common draw per video."""
     import json
 
     EMOPipeline(**tiny_components, shared_noise_ratio=0.8).save_pretrained(tmp_path / "m")
@@ -162,14 +163,19 @@ def test_the_models_noise_prior_is_saved_loaded_and_starts_every_clip(tiny_compo
         lambda m, args, kw: firsts.append(args[0][:1].clone()) if len(firsts) == pipe.clip_index else None,
         with_kwargs=True)
     try:
-        run(pipe, speech_like(0.4), face_mask64, num_inference_steps=1)  # 10 frames: 3 clips of 4
+        video = run(pipe, speech_like(0.4), face_mask64, num_inference_steps=1)  # 10 frames: 3 clips of 4
     finally:
         handle.remove()
     assert len(firsts) == pipe.num_clips == 3
+    # a new call draws a new video's noise: the same seed, the same video
+    np.testing.assert_array_equal(run(pipe, speech_like(0.4), face_mask64, num_inference_steps=1), video)
     frames = torch.cat(firsts).permute(0, 2, 1, 3, 4).flatten(2)  # (3 clips, F, C*h*w)
     corr = torch.stack([torch.corrcoef(clip) for clip in frames])  # (3, F, F)
     off_diagonal = corr[:, ~torch.eye(frames.shape[1], dtype=torch.bool)]
     assert off_diagonal.mean().item() == pytest.approx(0.8, abs=0.1)
+    # the clip-common draw is the video's: a later clip's frames share it with the first clip's
+    across = torch.corrcoef(torch.cat([frames[0], frames[1], frames[2]]))[: frames.shape[1], frames.shape[1] :]
+    assert across.mean().item() == pytest.approx(0.8, abs=0.1)
     # Without the prior (the default, and a folder written before it) the frames' noise is independent
     # and the same seed draws exactly the noise it always drew.
     index = json.loads((tmp_path / "m" / "model_index.json").read_text())

@@ -4,7 +4,7 @@ With a shared-noise ratio r > 0 each frame's noise is sqrt(r) * one draw shared 
 the clip + sqrt(1 - r) * the frame's own draw: PYoCo's "mixed" video noise prior (Ge et al. 2023,
 "Preserve Your Own Correlation"). Every frame's marginal stays N(0, I), so a frame is noised and
 denoised as before, but a clip's frames start correlated by r and the model learns to keep what
-they share. Training (the video stages) and generation must use the same prior, so r is the
+they share. Generation draws the common part once per video, so consecutive clips share it too. Training (the video stages) and generation must use the same prior, so r is the
 model's: `shared_noise_ratio` in EMOPipeline's config (model_index.json), written by `init` from
 the model config. A single frame's noise is N(0, I) either way and is drawn as before.
 """
@@ -37,11 +37,18 @@ def mix_shared_noise(noise: torch.Tensor, shared: torch.Tensor, ratio: float) ->
     return math.sqrt(ratio) * shared + math.sqrt(1.0 - ratio) * noise
 
 
-def draw_frame_noise(shape, ratio: float, generator=None, device=None, dtype=None) -> torch.Tensor:
-    """Noise (B, C, F, h, w) from the prior, drawn with diffusers' `randn_tensor` (generator, device, dtype);
-    with ratio 0 or one frame exactly the independent draw, the shared draw coming after it."""
+def draw_frame_noise(shape, ratio: float, generator=None, device=None, dtype=None,
+                     shared: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Noise (B, C, F, h, w) from the prior, drawn with diffusers' `randn_tensor` (generator, device, dtype),
+    and its clip-common draw (B, C, 1, h, w), or None without one.
+
+    With ratio 0 or one frame the noise is exactly the independent draw. Otherwise the common draw is
+    `shared` when given (a video's clips reuse one, so a clip boundary does not change what the
+    frames share), else drawn after the per-frame noise.
+    """
     noise = randn_tensor(tuple(shape), generator=generator, device=device, dtype=dtype)
     if ratio == 0 or shape[2] == 1:
-        return noise
-    shared = randn_tensor((*shape[:2], 1, *shape[3:]), generator=generator, device=device, dtype=dtype)
-    return mix_shared_noise(noise, shared, ratio)
+        return noise, None
+    if shared is None:
+        shared = randn_tensor((*shape[:2], 1, *shape[3:]), generator=generator, device=device, dtype=dtype)
+    return mix_shared_noise(noise, shared, ratio), shared

@@ -248,9 +248,11 @@ class EMOPipeline(DiffusionPipeline):
         return self.speed_encoder(speeds).to(dtype)
 
     def prepare_latents(self, num_frames, height, width, dtype, device, generator) -> torch.Tensor:
-        """Initial noise (1, C, F, h, w) from the model's prior, scaled by the scheduler's `init_noise_sigma`."""
+        """Initial noise (1, C, F, h, w) from the model's prior (its clip-common draw is kept for the video's
+        later clips), scaled by the scheduler's `init_noise_sigma`."""
         shape = (1, self.unet.config.in_channels, num_frames, height // self.vae_scale_factor, width // self.vae_scale_factor)
-        latents = draw_frame_noise(shape, self.config.shared_noise_ratio, generator, torch.device(device), dtype)
+        latents, self._shared_noise = draw_frame_noise(shape, self.config.shared_noise_ratio, generator,
+                                                       torch.device(device), dtype, getattr(self, "_shared_noise", None))
         return latents * self.scheduler.init_noise_sigma
 
     def prepare_extra_step_kwargs(self, generator, eta):
@@ -350,7 +352,7 @@ class EMOPipeline(DiffusionPipeline):
         f, n = self.num_frames, self.num_motion_frames
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
         self._num_clips, self._interrupt = inputs.num_clips, False
-        motion_latents = None  # zero motion frames for the first clip
+        motion_latents, self._shared_noise = None, None  # zero motion frames for the first clip; a new video's noise
         history: torch.Tensor | None = None  # last decoded frames, (1, 3, <=N, S, S)
         with self.progress_bar(total=inputs.num_clips * num_inference_steps) as progress_bar:
             for clip in range(inputs.num_clips):
