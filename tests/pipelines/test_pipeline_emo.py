@@ -147,7 +147,6 @@ def test_default_guidance_scales_come_from_the_model_folder(tiny_components, tmp
     assert EMOPipeline.from_pretrained(tmp_path / "m").config.guidance_scale_audio == 3.0  # null: the default
 
 
-
 def test_the_models_noise_prior_is_saved_loaded_and_starts_every_clip(tiny_components, tmp_path, face_mask64):
     """`shared_noise_ratio` (models/noise.py) travels in model_index.json and shapes each clip's first noise,
     with one clip-common draw per video."""
@@ -192,6 +191,7 @@ def test_the_models_noise_prior_is_saved_loaded_and_starts_every_clip(tiny_compo
         (tmp_path / "m" / "model_index.json").write_text(json.dumps({**index, "shared_noise_ratio": bad}))
         with pytest.raises(EMOError, match=r"shared_noise_ratio must be a number in \[0, 1\)"):
             EMOPipeline.from_pretrained(tmp_path / "m")
+
 
 def test_guidance_formula():
     assert guidance_branches(1.0, 1.0) == [(True, True)]

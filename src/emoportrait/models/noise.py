@@ -32,6 +32,11 @@ def checked_ratio(value) -> float:
     return ratio
 
 
+def shares_noise(ratio: float, num_frames: int) -> bool:
+    """Whether F frames under this ratio get a common draw (a single frame's noise is N(0, I) either way)."""
+    return ratio > 0 and num_frames > 1
+
+
 def mix_shared_noise(noise: torch.Tensor, shared: torch.Tensor, ratio: float) -> torch.Tensor:
     """Per-frame noise (B, C, F, h, w) and one draw per clip (B, C, 1, h, w) -> the prior's (B, C, F, h, w)."""
     if ratio == 0:
@@ -49,7 +54,7 @@ def draw_frame_noise(shape, ratio: float, generator=None, device=None, dtype=Non
     frames share), else drawn after the per-frame noise.
     """
     noise = randn_tensor(tuple(shape), generator=generator, device=device, dtype=dtype)
-    if ratio == 0 or shape[2] == 1:
+    if not shares_noise(ratio, shape[2]):
         return noise, None
     if shared is None:
         shared = randn_tensor((*shape[:2], 1, *shape[3:]), generator=generator, device=device, dtype=dtype)

@@ -17,7 +17,7 @@ from diffusers.training_utils import compute_snr
 from torch import nn
 
 from emoportrait.errors import EMOError
-from emoportrait.models.noise import checked_ratio, mix_shared_noise
+from emoportrait.models.noise import checked_ratio, mix_shared_noise, shares_noise
 
 SAMPLES_PER_FRAME = 640  # 16000 Hz / 25 fps
 
@@ -121,7 +121,7 @@ class EMOTrainingModule(nn.Module):
 
         # Forward diffusion q(z_t | z_0) at uniformly drawn steps, then eps-prediction MSE (eq. 1).
         noise = torch.randn_like(target)
-        if self.shared_noise_ratio and f > 1:  # the prior's share common to the clip's F frames
+        if shares_noise(self.shared_noise_ratio, f):  # the prior's share common to the clip's F frames
             noise = mix_shared_noise(noise, torch.randn_like(target[:, :, :1]), self.shared_noise_ratio)
         t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (b,), device=device).long()
         noisy = self.noise_scheduler.add_noise(target, noise, t)
