@@ -36,6 +36,7 @@ lint: install
 bench: install
 	$(PY) benchmarks/bench_generate.py
 	$(PY) benchmarks/bench_training_encode.py
+	$(PY) benchmarks/bench_training_vae.py
 
 demo: install
 	$(PY) -m emoportrait.demo --out demo

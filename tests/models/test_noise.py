@@ -51,6 +51,11 @@ def test_ratio_zero_and_single_frames_draw_exactly_the_independent_noise():
     again, kept = draw_frame_noise((1, 4, 5, 8, 8), 0.5, torch.Generator().manual_seed(5), shared=-second)
     assert kept is not None and torch.equal(kept, -second)
     assert torch.allclose(again, math.sqrt(0.5) * (first - second), atol=1e-6)
+    # one kept for another size (a video of another resolution) is not reused: a new common draw
+    g = torch.Generator().manual_seed(5)
+    first, second = randn_tensor((1, 4, 5, 16, 16), generator=g), randn_tensor((1, 4, 1, 16, 16), generator=g)
+    drawn, kept = draw_frame_noise((1, 4, 5, 16, 16), 0.5, torch.Generator().manual_seed(5), shared=-second[..., :8, :8])
+    assert torch.equal(kept, second) and torch.allclose(drawn, math.sqrt(0.5) * (first + second), atol=1e-6)
 
 
 @pytest.mark.parametrize("bad", [1.0, 1.5, -0.1, float("nan"), "some", None])

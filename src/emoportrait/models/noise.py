@@ -51,11 +51,13 @@ def draw_frame_noise(shape, ratio: float, generator=None, device=None, dtype=Non
 
     With ratio 0 or one frame the noise is exactly the independent draw. Otherwise the common draw is
     `shared` when given (a video's clips reuse one, so a clip boundary does not change what the
-    frames share), else drawn after the per-frame noise.
+    frames share), else drawn after the per-frame noise; a `shared` of another shape (kept from a
+    video of another size) is not reused: a new one is drawn.
     """
     noise = randn_tensor(tuple(shape), generator=generator, device=device, dtype=dtype)
     if not shares_noise(ratio, shape[2]):
         return noise, None
-    if shared is None:
-        shared = randn_tensor((*shape[:2], 1, *shape[3:]), generator=generator, device=device, dtype=dtype)
-    return mix_shared_noise(noise, shared, ratio), shared
+    common = (*shape[:2], 1, *shape[3:])
+    if shared is None or tuple(shared.shape) != common:
+        shared = randn_tensor(common, generator=generator, device=device, dtype=dtype)
+    return mix_shared_noise(noise, shared.to(noise.device, noise.dtype), ratio), shared
