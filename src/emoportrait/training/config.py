@@ -121,7 +121,7 @@ class TrainConfig:
     max_steps: int = 1000  # optimizer steps (each = batch_size x grad accumulation x processes samples)
     batch_size: int = 4  # per process and micro-batch (paper: 48 in stage 1, 4 in stages 2/3)
     gradient_accumulation_steps: int = 1
-    mixed_precision: str = "no"  # no | fp16 | bf16 (GPU)
+    mixed_precision: str = "no"  # no | fp16 (GPU) | bf16 (GPU, or a CPU with bf16 instructions)
     # Stages 1-3: the dtype the frozen VAE encodes the frames in (a cast copy; the saved VAE stays as it
     # was). auto = the mixed-precision dtype (fp32 for SD's VAE under fp16: it overflows); bf16 on a CPU
     # with bf16 instructions encodes about 3x faster (benchmarks/bench_training_encode.py).
