@@ -8,7 +8,7 @@ they share. Generation draws the common part once per video, so consecutive clip
 Training (the video stages) and generation must use the same prior, so r is the model's:
 `shared_noise_ratio` in EMOPipeline's config (model_index.json), written by `init` from the model
 config. A single frame's noise is N(0, I) either way and is drawn as before. Measured on the
-default model's recipe (README): less flicker, but less lip-sync at this budget; the configs keep 0.
+default model's recipe (docs/experiments.md): less flicker, but less lip-sync at this budget; the configs keep 0.
 """
 
 from __future__ import annotations
