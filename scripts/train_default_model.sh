@@ -89,6 +89,11 @@ for key, default in (("guidance_scale_ref", None), ("guidance_scale_audio", None
     if index_a.get(key, default) != index_b.get(key, default):
         sys.exit(f"{a}: {key} {index_a.get(key, default)} differs from what `emoportrait init` writes now "
                  f"({index_b.get(key, default)}); remove {a.parent} and rerun")
+sched_a, sched_b = (json.loads((p / "scheduler" / "scheduler_config.json").read_text()) for p in (a, b))
+if sched_a != sched_b:  # the prediction type and the schedule's ends (models/config.py, ScheduleConfig)
+    diff = sorted(k for k in sched_a.keys() | sched_b.keys() if sched_a.get(k) != sched_b.get(k))
+    sys.exit(f"{a}: the scheduler differs from what `emoportrait init` writes now ({', '.join(diff)}); "
+             f"remove {a.parent} and rerun")
 for f in sorted(b.glob("*/*.safetensors")):
     x, y = load_file(str(a / f.relative_to(b))), load_file(str(f))
     if x.keys() != y.keys() or any(not torch.equal(x[k], y[k]) for k in y):

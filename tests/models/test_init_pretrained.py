@@ -42,6 +42,33 @@ def test_init_records_the_configs_guidance_scales(assembled):
     assert EMOPipeline.from_pretrained(assembled).config.guidance_scale_audio == 4.5
 
 
+def test_an_sd15_init_keeps_sds_eps_schedule(assembled):
+    sched = json.loads((assembled / "scheduler" / "scheduler_config.json").read_text())
+    assert (sched["prediction_type"], sched["rescale_betas_zero_snr"], sched["timestep_spacing"]) == (
+        "epsilon", False, "leading")
+
+
+ZERO_SNR = ["--schedule.prediction_type=v_prediction", "--schedule.rescale_betas_zero_snr=true",
+            "--schedule.timestep_spacing=trailing"]
+
+
+def test_a_v_prediction_zero_terminal_snr_schedule_reaches_the_folder_and_samples_from_t_999(tmp_path):
+    """The model config's schedule (models/config.py, ScheduleConfig) reaches the model folder and the pipeline."""
+    from emoportrait.pipelines.pipeline_emo import EMOPipeline
+
+    assert main(["init", "--config", "tiny", *ZERO_SNR, "--out", str(tmp_path / "m")]) == 0
+    scheduler = EMOPipeline.from_pretrained(tmp_path / "m").scheduler
+    assert scheduler.config.prediction_type == "v_prediction" and scheduler.alphas_cumprod[-1] == 0
+    scheduler.set_timesteps(10)
+    assert scheduler.timesteps[0] == 999  # SD's "leading" spacing would start at 901
+
+
+def test_zero_terminal_snr_with_eps_prediction_is_refused(capsys, tmp_path, pretrained_parts):
+    err = _init_fails(capsys, ["--config", str(pretrained_parts["config"]), "--schedule.rescale_betas_zero_snr=true"],
+                      tmp_path / "m")
+    assert "--schedule.prediction_type=v_prediction" in err
+
+
 def test_every_sd_key_lands_under_its_own_name(assembled, pretrained_parts):
     source = _state(pretrained_parts["sd15"], "unet")
     report = {r["component"]: r for r in json.loads((assembled / "init_report.json").read_text())}

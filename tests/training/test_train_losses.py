@@ -1,4 +1,4 @@
-"""The loss options: Min-SNR-gamma weighting of the eps-MSE, the VAE stand-in's crops and L1, float config values."""
+"""The loss options: eps or v prediction, Min-SNR-gamma weighting, the VAE stand-in's crops and L1, float config values."""
 
 from __future__ import annotations
 
@@ -60,6 +60,52 @@ def test_snr_gamma_zero_is_the_plain_mse_and_gamma_weights_each_sample_by_min_sn
     expected = (per_sample * torch.clamp(snr, max=5.0) / snr).mean()
     assert torch.allclose(loss_weighted, expected)
     assert (snr > 5).any() and loss_weighted < loss_plain  # the clean steps were down-weighted
+
+
+def _v_module(snr_gamma: float) -> EMOTrainingModule:
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                          prediction_type="v_prediction", rescale_betas_zero_snr=True)
+    return EMOTrainingModule(_ConstantUNet(), _Zeros(), _Zeros(), None, None, sched, "1", snr_gamma=snr_gamma)
+
+
+def test_v_prediction_regresses_the_velocity_with_min_snr_over_snr_plus_one():
+    batch = _batch()
+    plain, weighted = _v_module(0.0), _v_module(5.0)
+    torch.manual_seed(3)
+    loss_plain = plain(batch)
+    torch.manual_seed(3)
+    loss_weighted = weighted(batch)
+    torch.manual_seed(3)  # the same draws by hand: reference dropout, noise, steps
+    b = batch.latents.shape[0]
+    torch.rand(b)
+    noise = torch.randn(b, 4, 1, 2, 2)
+    t = torch.randint(0, 1000, (b,))
+    a_bar = plain.noise_scheduler.alphas_cumprod[t].view(b, 1, 1, 1, 1)
+    z0 = batch.latents.permute(0, 2, 1, 3, 4)  # (B, C, F, h, w)
+    v = a_bar.sqrt() * noise - (1 - a_bar).sqrt() * z0  # the UNet predicts 0, so the error is v itself
+    per_sample = v.pow(2).mean(dim=(1, 2, 3, 4))
+    assert torch.allclose(loss_plain, per_sample.mean(), atol=1e-6)
+    snr_plus_one = compute_snr(plain.noise_scheduler, t) + 1
+    assert torch.allclose(loss_weighted, (per_sample * torch.clamp(snr_plus_one, max=5.0) / snr_plus_one).mean(), atol=1e-6)
+
+
+def test_at_zero_terminal_snr_the_last_step_is_pure_noise_and_its_loss_weight_is_one(monkeypatch):
+    module = _v_module(5.0)
+    b = 8
+    monkeypatch.setattr(torch, "randint", lambda low, high, size, **kw: torch.full(size, high - 1))  # every t = 999
+    z0 = torch.randn(b, 4, 1, 2, 2)
+    noise = torch.randn_like(z0)
+    assert torch.equal(module.noise_scheduler.add_noise(z0, noise, torch.full((b,), 999)), noise)  # nothing of z0 left
+    batch = _batch(b)
+    loss = module(batch)
+    target = batch.latents.permute(0, 2, 1, 3, 4)
+    assert torch.isfinite(loss) and torch.allclose(loss, target.pow(2).mean(), atol=1e-6)  # v = -z0, weight 1
+
+
+def test_a_scheduler_predicting_anything_else_is_refused():
+    sched = DDPMScheduler(prediction_type="sample")
+    with pytest.raises(EMOError, match="epsilon and v_prediction"):
+        EMOTrainingModule(_ConstantUNet(), _Zeros(), _Zeros(), None, None, sched, "1")
 
 
 def test_random_crops_take_windows_of_the_images_and_leave_small_images_whole():

@@ -1,7 +1,7 @@
 """Does a model use its conditions? Its training loss with the right condition vs a wrong one.
 
-On fixed training samples (shards from `emoportrait preprocess`) the stage's eps-MSE (plain, paper
-eq. 1) is measured three ways per condition: with the sample's own reference image / audio, with
+On fixed training samples (shards from `emoportrait preprocess`) the stage's plain prediction MSE
+(eps, paper eq. 1, or v, as the model's scheduler says) is measured three ways per condition: with the sample's own reference image / audio, with
 another sample's ("shuffled": sample i gets sample i+1's) and with none (zeros). The noise and the
 timesteps are the same draws in every variant, so the differences are the conditions' alone. A model
 that ignores its reference or its audio has gaps near zero; generation quality cannot be better than
@@ -39,7 +39,7 @@ def _variants(enc, stage: str) -> dict:
 @torch.no_grad()
 def probe_conditions(model: str | Path, data: str | Path, stage: str, num_samples: int = 32, repeats: int = 3,
                      batch_size: int = 8, seed: int = 0) -> dict:
-    """Mean eps-MSE of `model` on `num_samples` fixed samples of `data`, per condition variant.
+    """Mean plain (eps or v) prediction MSE of `model` on `num_samples` fixed samples of `data`, per condition variant.
 
     Returns: {"stage", "samples", "repeats", "loss": {variant: mse}, "gap": {condition: shuffled - right}}.
     """

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from emoportrait.atomic import atomic_dir
 from emoportrait.errors import EMOError
-from emoportrait.models.build import SD_SCHEDULE, build_components
+from emoportrait.models.build import build_components
 from emoportrait.models.config import ModelConfig
 from emoportrait.models.loading import (
     LoadReport,
@@ -75,7 +75,7 @@ def assemble(cfg: ModelConfig, sd15: str | Path | None = None, wav2vec2: str | P
 
             sched = json.loads((sd_dir / "scheduler" / "scheduler_config.json").read_text())
             keep = {k: sched[k] for k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule") if k in sched}
-            components["scheduler"] = DDIMScheduler(**{**SD_SCHEDULE, **keep})
+            components["scheduler"] = DDIMScheduler.from_config({**components["scheduler"].config, **keep})
     if motion is not None:
         state, weights, _ = motion
         reports.append(load_motion_weights(components["unet"], state, weights))

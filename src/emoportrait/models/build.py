@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler
 
@@ -13,7 +15,7 @@ from emoportrait.models.reference_net import EMOReferenceNet
 from emoportrait.models.speed import SpeedEncoder
 
 # SD1.5's training noise schedule (scaled_linear 0.00085 -> 0.012, 1000 steps); DDIM at inference
-# (paper 4.1: 40 steps), eps prediction.
+# (paper 4.1: 40 steps), eps prediction. A model config's `schedule` may change the prediction and the ends.
 SD_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                    clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
 
@@ -85,4 +87,9 @@ def build_components(cfg: ModelConfig, seed: int = 0, audio_encoder=None) -> dic
                                  hidden_dim=cfg.speed_hidden_dim, out_dim=cfg.speed_dim)
     return dict(vae=vae, unet=unet, reference_unet=reference_unet, face_locator=face_locator,
                 audio_encoder=audio_encoder, audio_proj=audio_proj, speed_encoder=speed_encoder,
-                scheduler=DDIMScheduler(**SD_SCHEDULE))
+                scheduler=build_scheduler(cfg))
+
+
+def build_scheduler(cfg: ModelConfig) -> DDIMScheduler:
+    """SD1.5's DDIM schedule with the model config's prediction type, terminal SNR and step spacing."""
+    return DDIMScheduler(**{**SD_SCHEDULE, **asdict(cfg.schedule)})

@@ -44,6 +44,23 @@ class VAESizeConfig:
 
 
 @dataclass
+class ScheduleConfig:
+    """What the backbone predicts and the ends of SD's noise schedule (the folder's `scheduler/`).
+
+    SD1.5's: eps prediction, the last training step keeps sqrt(alpha_bar) = 0.068 of the image, DDIM
+    steps spaced "leading" (10 steps start at t = 901). A model trained that way reads the
+    image's low frequencies (background colour, layout) from that leftover signal, which pure noise at
+    inference does not have; "zero terminal SNR" (Lin et al. 2024, "Common Diffusion Noise Schedules
+    and Sample Steps are Flawed") rescales the betas so the last step is pure noise, which needs v
+    prediction, and starts DDIM at t = 999 ("trailing"). (ours) for the tiny size, a switch here.
+    """
+
+    prediction_type: str = "epsilon"  # "epsilon" (SD1.5) | "v_prediction"
+    rescale_betas_zero_snr: bool = False
+    timestep_spacing: str = "leading"  # "leading" (SD1.5) | "trailing" | "linspace"
+
+
+@dataclass
 class ModelConfig:
     """Everything that fixes the shapes of an EMO model, and the defaults its folder records (guidance, noise prior)."""
 
@@ -68,6 +85,7 @@ class ModelConfig:
     speed_radii: tuple[float, ...] = (0.25, 0.25, 0.25, 0.25, 0.375, 0.5, 0.75, 1.0, 1.0)
     face_locator_channels: tuple[int, ...] = (16, 32, 96, 256)
     vae: VAESizeConfig = field(default_factory=VAESizeConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     # Classifier-free guidance defaults written into the model folder's model_index.json (EMOPipeline's
     # config); a call or `--guidance-*` overrides them. Not shapes: tuned per model, not in the paper.
     guidance_scale_ref: float = DEFAULT_GUIDANCE_REF
@@ -88,6 +106,14 @@ class ModelConfig:
                 f"face_locator_channels has {n} widths ({2 ** (n - 1)}x downsampling) but vae.block_out_channels "
                 f"has {m} ({self.vae_factor}x); give both the same length, e.g. "
                 f"--face_locator_channels=[{','.join(map(str, fit))}]")
+        sched = self.schedule
+        if sched.prediction_type not in ("epsilon", "v_prediction"):
+            raise EMOError(f"schedule.prediction_type must be epsilon or v_prediction, got {sched.prediction_type!r}")
+        if sched.rescale_betas_zero_snr and sched.prediction_type != "v_prediction":
+            raise EMOError("schedule.rescale_betas_zero_snr needs --schedule.prediction_type=v_prediction "
+                           "(eps says nothing about the image at zero SNR)")
+        if sched.timestep_spacing not in ("leading", "trailing", "linspace"):
+            raise EMOError(f"schedule.timestep_spacing must be leading, trailing or linspace, got {sched.timestep_spacing!r}")
         factor = self.vae_factor
         if self.resolution % factor:  # else frames would come back smaller than asked, silently
             raise EMOError(f"resolution {self.resolution} is not a multiple of the VAE's {factor}x downsampling; "

@@ -1,4 +1,5 @@
-"""The trained networks of one stage and their loss: eps-prediction MSE on SD's DDPM schedule (paper eq. 1).
+"""The trained networks of one stage and their loss: eps-prediction MSE on SD's DDPM schedule (paper eq. 1),
+or v-prediction where the model's schedule says so (models/config.py, ScheduleConfig).
 
 `EMOTrainingModule` holds every network that can receive gradients (backbone, ReferenceNet, face
 locator, audio projection, speed encoder) so that DDP/FSDP wrap one module and synchronise once per
@@ -69,6 +70,10 @@ class EMOTrainingModule(nn.Module):
         self.audio_proj = audio_proj
         self.speed_encoder = speed_encoder
         self.noise_scheduler = noise_scheduler  # DDPMScheduler (not a module: no state to sync)
+        prediction = noise_scheduler.config.prediction_type
+        if prediction not in ("epsilon", "v_prediction"):
+            raise EMOError(f"the model's scheduler predicts {prediction!r}; training supports epsilon and v_prediction")
+        self.predicts_v = prediction == "v_prediction"
         self.stage = stage
         self.p_drop_reference, self.p_drop_audio, self.p_drop_motion = p_drop_reference, p_drop_audio, p_drop_motion
         self.snr_gamma = snr_gamma  # > 0: Min-SNR-gamma loss weights (Hang et al. 2023); 0: the paper's plain MSE
@@ -83,7 +88,7 @@ class EMOTrainingModule(nn.Module):
             return self.reference_unet(latents)
 
     def forward(self, batch: EncodedBatch) -> torch.Tensor:
-        """Noise the target latents at random DDPM steps and return the eps-prediction MSE (scalar)."""
+        """Noise the target latents at random DDPM steps and return the eps- (or v-) prediction MSE (scalar)."""
         lat = batch.latents
         b = lat.shape[0]
         n = 0 if self.stage == "1" else self.unet.config.num_motion_frames
@@ -119,7 +124,8 @@ class EMOTrainingModule(nn.Module):
             if self.stage == "3":  # ... and the speed embeddings (paper 3.2, speed layers)
                 speed = self.speed_encoder(batch.speed)[:, n : n + f]  # (B, F, Cs)
 
-        # Forward diffusion q(z_t | z_0) at uniformly drawn steps, then eps-prediction MSE (eq. 1).
+        # Forward diffusion q(z_t | z_0) at uniformly drawn steps, then eps-prediction MSE (eq. 1), or the
+        # v-prediction MSE when the model's schedule says so (v = sqrt(a_bar) eps - sqrt(1 - a_bar) z_0).
         noise = torch.randn_like(target)
         if shares_noise(self.shared_noise_ratio, f):  # the prior's share common to the clip's F frames
             noise = mix_shared_noise(noise, torch.randn_like(target[:, :, :1]), self.shared_noise_ratio)
@@ -127,7 +133,8 @@ class EMOTrainingModule(nn.Module):
         noisy = self.noise_scheduler.add_noise(target, noise, t)
         pred = self.unet(noisy, t, reference_features=reference, motion_features=motion, audio_embeds=audio,
                          speed_embeds=speed, face_features=face, skip_temporal=self.stage == "1").sample
-        err = (pred.float() - noise.float()).pow(2)  # (B, C, F, h, w)
+        objective = self.noise_scheduler.get_velocity(target, noise, t) if self.predicts_v else noise
+        err = (pred.float() - objective.float()).pow(2)  # (B, C, F, h, w)
         if self.mouth_loss_weight > 0 and self.stage != "1":
             if batch.mouth_mask is None:
                 raise EMOError("mouth_loss_weight > 0 needs mouth masks in the batch (the dataset's with_mouth_mask)")
@@ -135,9 +142,11 @@ class EMOTrainingModule(nn.Module):
         else:
             per_sample = err.mean(dim=tuple(range(1, err.dim())))  # (B,)
         if self.snr_gamma > 0:
-            # Min-SNR-gamma for eps-prediction: weight min(SNR, gamma) / SNR per sample, so the nearly clean
+            # Min-SNR-gamma: weight min(SNR, gamma) / SNR per sample for eps-prediction, so the nearly clean
             # steps (huge SNR, easy) stop dominating the gradient; a from-scratch model converges faster.
-            snr = compute_snr(self.noise_scheduler, t).float()
+            # The v-MSE is (SNR + 1) x the z_0-MSE (eps: SNR x), so v uses SNR + 1, as diffusers' training
+            # examples do; it stays finite at zero terminal SNR.
+            snr = compute_snr(self.noise_scheduler, t).float() + (1.0 if self.predicts_v else 0.0)
             per_sample = per_sample * torch.clamp(snr, max=self.snr_gamma) / snr
         return per_sample.mean()
 
