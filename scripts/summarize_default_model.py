@@ -67,8 +67,10 @@ def plot_losses(work: Path, path: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "default")
+    p.add_argument("--model", type=Path, default=None, help="the evaluated model (default: WORK/decoder/model)")
     args = p.parse_args()
     work = args.work
+    model = args.model or work / "decoder" / "model"
     images = ROOT / "docs" / "images"
     images.mkdir(parents=True, exist_ok=True)
     plot_losses(work, images / "default_model_losses.png")
@@ -85,7 +87,8 @@ def main() -> None:
              f"{size:.1f} MiB of safetensors in src/emoportrait/assets/default_model.", "",
              "## Training (loss = mean of the first / last 10 % of steps)", "",
              "Stages 1-3 log their training objective: Min-SNR-5 weighted, and in stages 2-3 with the mouth "
-             "region weighted 5x (configs/tiny/*.yaml), so their values are not plain eps-MSE.", "",
+             "region weighted 5x (configs/tiny/*.yaml), so their values are not the plain prediction MSE "
+             "(v prediction: the tiny schedule, docs/networks.md).", "",
              "| run | steps | first | last | wall min |", "|---|---|---|---|---|"]
     for label, steps, first, last, minutes in loss_summary(work):
         lines.append(f"| {label} | {steps} | {first:.4f} | {last:.4f} | {minutes:.0f} |")
@@ -130,8 +133,8 @@ def main() -> None:
                      f"| generated frames in which MediaPipe finds a face (every face metric needs one) | {faces} of {frames} | |")
     if metrics:
         lines += ["", "## Full evaluation report (own-audio videos)", "",
-                  "`emoportrait evaluate --set runs/default/world --split heldout_identity,heldout_sentence "
-                  "--videos runs/default/checks/videos/lipsync_own --max-frames 75 --out runs/default/eval`", "",
+                  f"`emoportrait evaluate --set {work}/world --split heldout_identity,heldout_sentence "
+                  f"--videos {work}/checks/videos/lipsync_own --max-frames 75 --out {work}/eval`", "",
                   "| metric | value |", "|---|---|"]
         for k in ("fid", "fvd", "sync_c", "sync_d", "f_sim", "e_fid", "lipsync_r", "identity_sim", "speed_adherence",
                   "jitter", "seam"):
@@ -142,9 +145,9 @@ def main() -> None:
         probe = json.loads(probe_path.read_text())
         loss = probe["loss"]
         lines += ["", "## Does it use its conditions? (condition probe)", "",
-                  f"The stage-{probe['stage']} eps-MSE (plain) on {probe['samples']} training samples x {probe['repeats']} "
+                  f"The stage-{probe['stage']} prediction MSE (plain) on {probe['samples']} training samples x {probe['repeats']} "
                   "noise draws, the same draws for each variant (`python -m emoportrait.evaluation.condition_probe "
-                  f"--model runs/default/decoder/model --data runs/default/shards --stage {probe['stage']} --samples "
+                  f"--model {model} --data {work}/shards --stage {probe['stage']} --samples "
                   f"{probe['samples']}`):", "", "| condition | own | shuffled | zeros | gap (shuffled - own) |", "|---|---|---|---|---|"]
         for c in ("reference", "audio"):
             if f"{c}_shuffled" in loss:
