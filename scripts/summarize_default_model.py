@@ -88,7 +88,7 @@ def main() -> None:
              "## Training (loss = mean of the first / last 10 % of steps)", "",
              "Stages 1-3 log their training objective: Min-SNR-5 weighted, and in stages 2-3 with the mouth "
              "region weighted 5x (configs/tiny/*.yaml), so their values are not the plain prediction MSE "
-             "(v prediction: the tiny schedule, docs/networks.md).", "",
+             "(of eps, or of v where the model's schedule says so: docs/networks.md).", "",
              "| run | steps | first | last | wall min |", "|---|---|---|---|---|"]
     for label, steps, first, last, minutes in loss_summary(work):
         lines.append(f"| {label} | {steps} | {first:.4f} | {last:.4f} | {minutes:.0f} |")

@@ -92,4 +92,5 @@ def build_components(cfg: ModelConfig, seed: int = 0, audio_encoder=None) -> dic
 
 def build_scheduler(cfg: ModelConfig) -> DDIMScheduler:
     """SD1.5's DDIM schedule with the model config's prediction type, terminal SNR and step spacing."""
+    cfg.schedule.check()
     return DDIMScheduler(**{**SD_SCHEDULE, **asdict(cfg.schedule)})

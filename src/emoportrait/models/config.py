@@ -52,12 +52,23 @@ class ScheduleConfig:
     image's low frequencies (background colour, layout) from that leftover signal, which pure noise at
     inference does not have; "zero terminal SNR" (Lin et al. 2024, "Common Diffusion Noise Schedules
     and Sample Steps are Flawed") rescales the betas so the last step is pure noise, which needs v
-    prediction, and starts DDIM at t = 999 ("trailing"). (ours) for the tiny size, a switch here.
+    prediction, and starts DDIM at t = 999 ("trailing"). (ours) A switch, off in both sizes: tried on the
+    tiny default model, it steadied the frames but cost their detail (docs/experiments.md).
     """
 
     prediction_type: str = "epsilon"  # "epsilon" (SD1.5) | "v_prediction"
     rescale_betas_zero_snr: bool = False
     timestep_spacing: str = "leading"  # "leading" (SD1.5) | "trailing" | "linspace"
+
+    def check(self) -> None:
+        """Raise EMOError for a value diffusers' schedulers do not take, or zero SNR with eps prediction."""
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise EMOError(f"schedule.prediction_type must be epsilon or v_prediction, got {self.prediction_type!r}")
+        if self.rescale_betas_zero_snr and self.prediction_type != "v_prediction":
+            raise EMOError("schedule.rescale_betas_zero_snr needs --schedule.prediction_type=v_prediction "
+                           "(eps says nothing about the image at zero SNR)")
+        if self.timestep_spacing not in ("leading", "trailing", "linspace"):
+            raise EMOError(f"schedule.timestep_spacing must be leading, trailing or linspace, got {self.timestep_spacing!r}")
 
 
 @dataclass
@@ -106,14 +117,6 @@ class ModelConfig:
                 f"face_locator_channels has {n} widths ({2 ** (n - 1)}x downsampling) but vae.block_out_channels "
                 f"has {m} ({self.vae_factor}x); give both the same length, e.g. "
                 f"--face_locator_channels=[{','.join(map(str, fit))}]")
-        sched = self.schedule
-        if sched.prediction_type not in ("epsilon", "v_prediction"):
-            raise EMOError(f"schedule.prediction_type must be epsilon or v_prediction, got {sched.prediction_type!r}")
-        if sched.rescale_betas_zero_snr and sched.prediction_type != "v_prediction":
-            raise EMOError("schedule.rescale_betas_zero_snr needs --schedule.prediction_type=v_prediction "
-                           "(eps says nothing about the image at zero SNR)")
-        if sched.timestep_spacing not in ("leading", "trailing", "linspace"):
-            raise EMOError(f"schedule.timestep_spacing must be leading, trailing or linspace, got {sched.timestep_spacing!r}")
         factor = self.vae_factor
         if self.resolution % factor:  # else frames would come back smaller than asked, silently
             raise EMOError(f"resolution {self.resolution} is not a multiple of the VAE's {factor}x downsampling; "
