@@ -41,19 +41,23 @@ def _batch(b: int = 64) -> EncodedBatch:
     return EncodedBatch(latents=torch.randn(b, 1, 4, 2, 2), reference=torch.randn(b, 4, 2, 2), face_mask=torch.ones(b, 1, 16, 16))
 
 
-def test_snr_gamma_zero_is_the_plain_mse_and_gamma_weights_each_sample_by_min_snr_over_snr():
-    batch = _batch()
-    plain, weighted = _module(0.0), _module(5.0)
+def _plain_and_weighted(plain, weighted, batch):
+    """Both modules' losses on the same draws, and those draws (noise (B, C, 1, h, w), steps (B,)) redrawn by hand."""
     torch.manual_seed(3)
     loss_plain = plain(batch)
     torch.manual_seed(3)
     loss_weighted = weighted(batch)
-    # Redraw the same noise and steps to compute the expected values by hand.
     torch.manual_seed(3)
     b = batch.latents.shape[0]
     torch.rand(b)  # the reference-dropout draw comes first in forward()
     noise = torch.randn(b, 4, 1, 2, 2)
-    t = torch.randint(0, 1000, (b,))
+    return loss_plain, loss_weighted, noise, torch.randint(0, 1000, (b,))
+
+
+def test_snr_gamma_zero_is_the_plain_mse_and_gamma_weights_each_sample_by_min_snr_over_snr():
+    batch = _batch()
+    plain, weighted = _module(0.0), _module(5.0)
+    loss_plain, loss_weighted, noise, t = _plain_and_weighted(plain, weighted, batch)
     per_sample = noise.pow(2).mean(dim=(1, 2, 3, 4))
     snr = compute_snr(plain.noise_scheduler, t)
     assert torch.allclose(loss_plain, per_sample.mean())
@@ -71,15 +75,8 @@ def _v_module(snr_gamma: float) -> EMOTrainingModule:
 def test_v_prediction_regresses_the_velocity_with_min_snr_over_snr_plus_one():
     batch = _batch()
     plain, weighted = _v_module(0.0), _v_module(5.0)
-    torch.manual_seed(3)
-    loss_plain = plain(batch)
-    torch.manual_seed(3)
-    loss_weighted = weighted(batch)
-    torch.manual_seed(3)  # the same draws by hand: reference dropout, noise, steps
-    b = batch.latents.shape[0]
-    torch.rand(b)
-    noise = torch.randn(b, 4, 1, 2, 2)
-    t = torch.randint(0, 1000, (b,))
+    loss_plain, loss_weighted, noise, t = _plain_and_weighted(plain, weighted, batch)
+    b = len(t)
     a_bar = plain.noise_scheduler.alphas_cumprod[t].view(b, 1, 1, 1, 1)
     z0 = batch.latents.permute(0, 2, 1, 3, 4)  # (B, C, F, h, w)
     v = a_bar.sqrt() * noise - (1 - a_bar).sqrt() * z0  # the UNet predicts 0, so the error is v itself
