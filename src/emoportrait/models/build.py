@@ -15,9 +15,10 @@ from emoportrait.models.reference_net import EMOReferenceNet
 from emoportrait.models.speed import SpeedEncoder
 
 # SD1.5's training noise schedule (scaled_linear 0.00085 -> 0.012, 1000 steps); DDIM at inference
-# (paper 4.1: 40 steps), eps prediction. A model config's `schedule` may change the prediction and the ends.
+# (paper 4.1: 40 steps). The prediction type, terminal SNR and step spacing come from the model config's
+# `schedule` (ScheduleConfig; SD1.5's eps, leading by default).
 SD_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                   clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
+                   clip_sample=False, set_alpha_to_one=False, steps_offset=1)
 
 
 def spatial_kwargs(cfg: ModelConfig) -> dict:
