@@ -66,6 +66,25 @@ def test_snr_gamma_zero_is_the_plain_mse_and_gamma_weights_each_sample_by_min_sn
     assert (snr > 5).any() and loss_weighted < loss_plain  # the clean steps were down-weighted
 
 
+def test_noise_offset_adds_one_constant_per_sample_channel_and_frame_to_the_eps_target():
+    batch = _batch()
+    plain = _module(0.0)
+    offset = EMOTrainingModule(_ConstantUNet(), _Zeros(), _Zeros(), None, None, plain.noise_scheduler, "1", noise_offset=0.5)
+    loss_plain, loss_offset, noise, _ = _plain_and_weighted(plain, offset, batch)
+    torch.manual_seed(3)
+    b = batch.latents.shape[0]
+    torch.rand(b), torch.randn(b, 4, 1, 2, 2), torch.randint(0, 1000, (b,))  # the draws before the offset's
+    shift = torch.randn(b, 4, 1, 1, 1)  # constant over each frame's h x w
+    assert torch.allclose(loss_plain, noise.pow(2).mean())  # the same noise and steps: only the offset differs
+    assert torch.allclose(loss_offset, (noise + 0.5 * shift).pow(2).mean())  # the UNet predicts 0: error = target
+    assert loss_offset > loss_plain
+
+
+def test_noise_offset_must_not_be_negative():
+    with pytest.raises(EMOError, match="noise_offset must be >= 0"):
+        load_config(TrainConfig, None, ["noise_offset=-0.1"]).validate()
+
+
 def _v_module(snr_gamma: float) -> EMOTrainingModule:
     sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                           prediction_type="v_prediction", rescale_betas_zero_snr=True)

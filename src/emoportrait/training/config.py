@@ -130,6 +130,10 @@ class TrainConfig:
     allow_tf32: bool = True
     snr_gamma: float = 0.0  # > 0: Min-SNR-gamma loss weighting (5 is usual); 0: the paper's plain eps-MSE
     mouth_loss_weight: float = 0.0  # stages 2/3: the mouth region's loss counts 1 + this (Hallo-style lip weight); 0: off
+    # Stages 1-3: offset noise (diffusers' --noise_offset; 0.1 is usual): the training noise gains a random constant
+    # per sample, channel and frame, so the last steps' leftover image no longer gives away each frame's mean
+    # colour; generation is unchanged. 0: off (the paper's plain Gaussian noise).
+    noise_offset: float = 0.0
     trainable: list[str] | None = None  # None = the stage's default groups (DEFAULT_TRAINABLE)
     force: bool = False  # allow a stage-k run from a model that has not finished stage k-1
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -174,7 +178,7 @@ class TrainConfig:
         if self.vae.loss not in ("l1", "l2"):
             raise EMOError(f"vae.loss must be l1 or l2, got {self.vae.loss!r}")
         for name, value in (("vae.crop_size", self.vae.crop_size), ("snr_gamma", self.snr_gamma),
-                            ("mouth_loss_weight", self.mouth_loss_weight)):
+                            ("mouth_loss_weight", self.mouth_loss_weight), ("noise_offset", self.noise_offset)):
             if value < 0:
                 raise EMOError(f"{name} must be >= 0, got {value}")
         if self.optim.lr <= 0:

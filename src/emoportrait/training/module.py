@@ -62,7 +62,8 @@ class EMOTrainingModule(nn.Module):
 
     def __init__(self, unet, reference_unet, face_locator, audio_proj, speed_encoder, noise_scheduler, stage: str,
                  p_drop_reference: float = 0.0, p_drop_audio: float = 0.0, p_drop_motion: float = 0.0,
-                 snr_gamma: float = 0.0, mouth_loss_weight: float = 0.0, shared_noise_ratio: float = 0.0):
+                 snr_gamma: float = 0.0, mouth_loss_weight: float = 0.0, shared_noise_ratio: float = 0.0,
+                 noise_offset: float = 0.0):
         super().__init__()
         self.unet = unet
         self.reference_unet = reference_unet
@@ -79,6 +80,7 @@ class EMOTrainingModule(nn.Module):
         self.snr_gamma = snr_gamma  # > 0: Min-SNR-gamma loss weights (Hang et al. 2023); 0: the paper's plain MSE
         self.mouth_loss_weight = mouth_loss_weight  # > 0: extra weight of the mouth region (stages 2/3)
         self.shared_noise_ratio = checked_ratio(shared_noise_ratio)  # the model's noise prior (models/noise.py)
+        self.noise_offset = noise_offset  # > 0: offset noise, a training-only change (TrainConfig.noise_offset)
 
     def _reference_features(self, latents: torch.Tensor) -> dict[str, torch.Tensor]:
         """ReferenceNet self-attention features of (B', C, h, w) latents; no graph when it is frozen."""
@@ -130,6 +132,9 @@ class EMOTrainingModule(nn.Module):
         if shares_noise(self.shared_noise_ratio, f):  # the prior's share common to the clip's F frames
             noise = mix_shared_noise(noise, torch.randn_like(target[:, :, :1]), self.shared_noise_ratio)
         t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (b,), device=device).long()
+        if self.noise_offset > 0:  # plus a random constant per sample, channel and frame: each frame's mean
+            # colour is then mostly noise even at t = 999, so the model cannot read it from the leftover image
+            noise = noise + self.noise_offset * torch.randn(*noise.shape[:3], 1, 1, device=device, dtype=noise.dtype)
         noisy = self.noise_scheduler.add_noise(target, noise, t)
         pred = self.unet(noisy, t, reference_features=reference, motion_features=motion, audio_embeds=audio,
                          speed_embeds=speed, face_features=face, skip_temporal=self.stage == "1").sample
