@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 from emoportrait.errors import EMOError
@@ -43,7 +44,35 @@ def resolve_dtype(dtype: str, device: str):
         if device.startswith("cuda"):
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float16 if device.startswith("mps") else torch.float32
-    return getattr(torch, dtype)
+    torch_dtype = getattr(torch, dtype)
+    warn_if_emulated_bf16(torch_dtype, device)
+    return torch_dtype
+
+
+def cpu_has_native_bf16(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool | None:
+    """Whether this CPU has bf16 instructions (x86: avx512_bf16 or amx_bf16; Arm: bf16), read from the
+    flags in `cpuinfo`; None where there is no such file to tell (not Linux)."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return None
+    words = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            words.update(value.split())
+    return bool(words & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def warn_if_emulated_bf16(dtype, device) -> None:
+    """Warn when bf16 is asked for on a CPU known to lack bf16 instructions: PyTorch then emulates it,
+    which is slower than fp32, not faster (the tiny stage 1 with a bf16 frozen VAE: 2.65 s per step vs 0.71 s in
+    fp32 on a 2-core AVX2 AMD EPYC)."""
+    import torch
+
+    if dtype == torch.bfloat16 and torch.device(device).type == "cpu" and cpu_has_native_bf16() is False:
+        warnings.warn("bfloat16 on this CPU is emulated (it has no bf16 instructions) and runs slower than float32; "
+                      "use float32 here", stacklevel=2)
 
 
 def resolve_model(model: str | os.PathLike | None) -> str:

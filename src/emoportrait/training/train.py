@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from emoportrait.config import save_config
 from emoportrait.errors import EMOError
+from emoportrait.pipelines.loading import warn_if_emulated_bf16
 from emoportrait.training.checkpoint import (
     TrainState,
     find_checkpoint,
@@ -88,6 +89,7 @@ def train(cfg: TrainConfig, init: str | Path, output_dir: str | Path, resume: st
     if cfg.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
     weight_dtype = DTYPES.get(cfg.mixed_precision, torch.float32)  # "no" -> fp32
+    warn_if_emulated_bf16(weight_dtype, accelerator.device)  # bf16 autocast is emulated there as well
 
     # 3. Models and freezing: the trained networks in one module (one DDP wrapper), the encoders frozen.
     pipe = load_pipeline(init)
@@ -100,6 +102,7 @@ def train(cfg: TrainConfig, init: str | Path, output_dir: str | Path, resume: st
                                    cfg.snr_gamma, cfg.mouth_loss_weight, pipe.config.shared_noise_ratio, cfg.noise_offset)
         pipe.vae.requires_grad_(False).eval().to(accelerator.device)
         encoder = encoding_vae(pipe.vae, frozen_vae_dtype(cfg.vae_dtype, weight_dtype, pipe.vae))
+        warn_if_emulated_bf16(next(encoder.parameters()).dtype, accelerator.device)
         pipe.audio_encoder.requires_grad_(False).eval().to(accelerator.device)
     params = set_trainable(module, cfg.trainable_groups())
     if cfg.gradient_checkpointing:
