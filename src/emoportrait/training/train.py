@@ -102,7 +102,8 @@ def train(cfg: TrainConfig, init: str | Path, output_dir: str | Path, resume: st
                                    cfg.snr_gamma, cfg.mouth_loss_weight, pipe.config.shared_noise_ratio, cfg.noise_offset)
         pipe.vae.requires_grad_(False).eval().to(accelerator.device)
         encoder = encoding_vae(pipe.vae, frozen_vae_dtype(cfg.vae_dtype, weight_dtype, pipe.vae))
-        warn_if_emulated_bf16(next(encoder.parameters()).dtype, accelerator.device)
+        if weight_dtype != torch.bfloat16:  # one warning per run: under bf16 autocast it was given above
+            warn_if_emulated_bf16(next(encoder.parameters()).dtype, accelerator.device)
         pipe.audio_encoder.requires_grad_(False).eval().to(accelerator.device)
     params = set_trainable(module, cfg.trainable_groups())
     if cfg.gradient_checkpointing:
