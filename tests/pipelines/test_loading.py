@@ -9,7 +9,7 @@ from emoportrait.errors import EMOError
 from emoportrait.pipelines import loading
 
 
-def _resolve(dtype: str, device: str, native: bool, monkeypatch) -> tuple[torch.dtype, list]:
+def _resolve(dtype: str, device: str, native: bool | None, monkeypatch) -> tuple[torch.dtype, list]:
     monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: native)  # True / False / None (cannot tell)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
