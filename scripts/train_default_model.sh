@@ -28,14 +28,15 @@ EVAL_CLIPS=${EVAL_CLIPS:-8}     # held-out clips for lip-sync and the VAE ceilin
 EVAL_FRAMES=${EVAL_FRAMES:-75}  # frames (3 s) per evaluated clip
 EVAL_STEPS=${EVAL_STEPS:-10}    # DDIM steps when evaluating
 EMO=("$PY" -m emoportrait)
-# Precision: bf16 where the hardware has it (a CPU with avx512_bf16/AMX, or a bf16 GPU), else fp32.
+# Precision: bf16 where training runs on hardware that has it (a bf16 GPU when there is one, else a CPU with
+# avx512_bf16, AMX or Arm bf16: pipelines/loading.py, cpu_has_native_bf16), else fp32.
 # bf16: the VAE stages train under bf16 autocast (--mixed_precision), stages 1-3 keep an fp32 backbone and
 # encode their frames with a bf16 copy of the frozen VAE (--vae_dtype): 1.7x and 1.3x-1.5x faster steps on
 # this 2-core CPU (README, Benchmarks). The shipped model was trained with bf16 (its training record says so).
 PRECISION=${PRECISION:-auto}
 if [ "$PRECISION" = auto ]; then
-  if grep -qsE 'avx512_bf16|amx_bf16' /proc/cpuinfo || "$PY" -c \
-      "import sys, torch; sys.exit(not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()))" 2> /dev/null; then
+  if "$PY" -c "import sys, torch; from emoportrait.pipelines.loading import cpu_has_native_bf16
+sys.exit(not (torch.cuda.is_bf16_supported() if torch.cuda.is_available() else cpu_has_native_bf16()))" 2> /dev/null; then
     PRECISION=bf16
   else
     PRECISION=fp32
