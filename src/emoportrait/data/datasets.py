@@ -35,8 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from emoportrait.data.clips import SAMPLES_PER_FRAME
-from emoportrait.data.shards import ARRAY_FIELDS, frame_name, npy_load
+from emoportrait.data.shards import ARRAY_FIELDS, audio_window, frame_name, npy_load
 from emoportrait.errors import EMOError
 
 # ---------------------------------------------------------------------------------------------
@@ -143,14 +142,7 @@ class ClipSource:
 
     def audio(self, start: int, stop: int) -> np.ndarray:
         """Audio of clip frames [start, stop), zeros beyond the stored context -> ((stop-start)*640,)."""
-        ctx = int(self.meta["audio_context"])
-        audio = self.array("audio")
-        a, b = (start + ctx) * SAMPLES_PER_FRAME, (stop + ctx) * SAMPLES_PER_FRAME
-        out = np.zeros(b - a, np.float32)
-        lo, hi = max(a, 0), min(b, len(audio))
-        if hi > lo:
-            out[lo - a : hi - a] = audio[lo:hi]
-        return out
+        return audio_window(self.array("audio"), int(self.meta["audio_context"]), start, stop)
 
     def features(self, start: int, stop: int) -> np.ndarray | None:
         """Cached audio features of clip frames [start, stop) -> (stop-start, L, D), or None."""
