@@ -271,12 +271,13 @@ def test_mouth_mask_is_empty_where_no_face_was_found():
     assert torch.equal(masks[0], _rect(64, 22, 34, 42, 52))
 
 
-def test_audio_window_offsets_by_the_context_and_pads_with_zeros():
-    from emoportrait.data.shards import audio_window
+def test_shard_clip_audio_offsets_by_the_stored_context_and_pads_with_zeros():
+    from emoportrait.data.shards import Clip
 
     ctx = 2  # the stored audio starts 2 frames before frame 0; value = frame index (-2..4) + 10
     audio = np.repeat(np.arange(-2, 5) + 10.0, SAMPLES_PER_FRAME).astype(np.float32)
-    out = audio_window(audio, ctx, -3, 6)  # frames -3..5: one before the stored audio, one past it
+    clip = Clip("c", {"audio_context": ctx}, {"audio": audio}, images=[b""] * 3)
+    out = clip.audio_frames(-3, 6)  # frames -3..5: one before the stored audio, one past it
     assert out.shape == (9 * SAMPLES_PER_FRAME,) and out.dtype == np.float32
     assert out.reshape(9, SAMPLES_PER_FRAME)[:, 0].tolist() == [0, 8, 9, 10, 11, 12, 13, 14, 0]
-    assert audio_window(audio, ctx, 7, 9).tolist() == [0.0] * (2 * SAMPLES_PER_FRAME)  # all outside
+    assert clip.audio_frames(7, 9).tolist() == [0.0] * (2 * SAMPLES_PER_FRAME)  # all outside

@@ -35,7 +35,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from emoportrait.data.shards import ARRAY_FIELDS, audio_window, frame_name, npy_load
+from emoportrait.data.clips import audio_window
+from emoportrait.data.shards import ARRAY_FIELDS, frame_name, npy_load
 from emoportrait.errors import EMOError
 
 # ---------------------------------------------------------------------------------------------
@@ -142,7 +143,8 @@ class ClipSource:
 
     def audio(self, start: int, stop: int) -> np.ndarray:
         """Audio of clip frames [start, stop), zeros beyond the stored context -> ((stop-start)*640,)."""
-        return audio_window(self.array("audio"), int(self.meta["audio_context"]), start, stop)
+        # the stored audio starts `audio_context` frames before frame 0
+        return audio_window(self.array("audio"), start + int(self.meta["audio_context"]), stop - start, 0)
 
     def features(self, start: int, stop: int) -> np.ndarray | None:
         """Cached audio features of clip frames [start, stop) -> (stop-start, L, D), or None."""

@@ -137,20 +137,10 @@ class Clip:
     def audio_frames(self, start: int, stop: int) -> np.ndarray:
         """Audio samples of clip frames [start, stop) (may reach outside [0, T): zeros beyond the
         stored context) -> ((stop - start) * 640,) float32."""
-        return audio_window(self.arrays["audio"], int(self.meta["audio_context"]), start, stop)
+        from emoportrait.data.clips import audio_window
 
-
-def audio_window(audio: np.ndarray, context: int, start: int, stop: int) -> np.ndarray:
-    """Samples of clip frames [start, stop) from a clip's stored audio, which begins `context` frames
-    before frame 0; zeros where the window reaches past the stored audio -> ((stop - start) * 640,) float32."""
-    from emoportrait.data.clips import SAMPLES_PER_FRAME
-
-    a, b = (start + context) * SAMPLES_PER_FRAME, (stop + context) * SAMPLES_PER_FRAME
-    out = np.zeros(b - a, np.float32)
-    lo, hi = max(a, 0), min(b, len(audio))
-    if hi > lo:
-        out[lo - a : hi - a] = audio[lo:hi]
-    return out
+        # the stored audio starts `audio_context` frames before frame 0
+        return audio_window(self.arrays["audio"], start + int(self.meta["audio_context"]), stop - start, 0)
 
 
 def encode_clip(key: str, meta: dict, arrays: dict[str, np.ndarray], images: list[bytes]) -> dict[str, bytes]:
