@@ -8,9 +8,12 @@ resolution), one run measures, per stage, median seconds of:
 - encode, "before": the VAE itself, fp32, on NCHW frames (how training encoded before `encoding_vae`);
 - encode, fp32: `encoding_vae(vae, fp32)`, the channels-last copy (`vae_dtype: auto` without mixed precision);
 - encode, bf16: `encoding_vae(vae, bf16)` (`vae_dtype: bf16`);
+- encode, cached: the latents drawn from a latent cache's stored distribution (`data.latents`,
+  data/latent_cache.py): no encoder at all (the loader then also skips decoding the frames' JPEGs);
 - the rest of the step: the backbone's forward and backward and the optimizer step on fp32 latents.
 
-and reports the ratios "before" / fp32 and "before" / bf16, for the encode and for the whole step.
+and reports the ratios "before" / fp32, "before" / bf16 and "before" / cached, for the encode and for
+the whole step.
 bf16 is fast only on CPUs with bf16 instructions (avx512_bf16 or AMX) and on GPUs.
 
 Usage:
@@ -82,20 +85,26 @@ def main(argv: list[str] | None = None) -> int:
             pv = batch["pixel_values"]
             vae.encode(torch.cat([pv.flatten(0, 1) if pv.dim() == 5 else pv, batch["reference"]])).latent_dist.sample()
 
+        pv = batch["pixel_values"]
         with torch.no_grad():
+            cached = {k: v for k, v in batch.items() if k not in ("pixel_values", "reference")}
+            cached["latent_moments"] = vae.encode(pv.flatten(0, 1) if pv.dim() == 5 else pv).latent_dist.parameters
+            if pv.dim() == 5:
+                cached["latent_moments"] = cached["latent_moments"].unflatten(0, pv.shape[:2])
+            cached["reference_moments"] = vae.encode(batch["reference"]).latent_dist.parameters
             enc = {"before": timed(before, dev, args.repeats)}
             enc.update({k: timed(lambda e=e, b=batch, s=stage: encode_batch(b, e, audio_encoder, s), dev, args.repeats)
                         for k, e in encoders.items()})
+            enc["cached"] = timed(lambda b=cached, s=stage: encode_batch(b, vae, audio_encoder, s), dev, args.repeats)
         rest_s = timed(rest, dev, args.repeats)
-        pv = batch["pixel_values"]
         frames_per_step = (pv.shape[0] * pv.shape[1] if pv.dim() == 5 else pv.shape[0]) + len(batch["reference"])
         report["stages"][stage] = {
             "frames_encoded_per_step": frames_per_step,
             "encode_s": {k: round(v, 4) for k, v in enc.items()},
             "rest_of_step_s": round(rest_s, 4),
             "encode_share_before": round(enc["before"] / (enc["before"] + rest_s), 3),
-            "encode_speedup": {k: round(enc["before"] / enc[k], 2) for k in ("fp32", "bf16")},
-            "step_speedup": {k: round((enc["before"] + rest_s) / (enc[k] + rest_s), 2) for k in ("fp32", "bf16")},
+            "encode_speedup": {k: round(enc["before"] / enc[k], 2) for k in ("fp32", "bf16", "cached")},
+            "step_speedup": {k: round((enc["before"] + rest_s) / (enc[k] + rest_s), 2) for k in ("fp32", "bf16", "cached")},
         }
     print(json.dumps(report, indent=1))
     return 0

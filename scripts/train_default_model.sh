@@ -4,7 +4,7 @@
 #   scripts/train_default_model.sh            # or: make default-model
 #
 # Steps: render the synthetic world -> preprocess the TRAIN split into shards -> random tiny model
-# -> tiny VAE stand-in -> EMO stages 1, 2, 3 -> the VAE decoder fine-tuned alone (encoder frozen, as SD's
+# -> tiny VAE stand-in (and its latents of the training frames, cached) -> EMO stages 1, 2, 3 -> the VAE decoder fine-tuned alone (encoder frozen, as SD's
 # ft-MSE VAE) -> evaluate on held-out identities -> copy the model
 # into src/emoportrait/assets/default_model. Every step is resumable: a finished step is skipped,
 # an interrupted training step continues from its last checkpoint (--resume latest), so the recipe
@@ -116,6 +116,10 @@ train() {  # train STAGE CONFIG INIT OUT
   fi
 }
 step "4/9 tiny VAE stand-in";  train vae configs/tiny/vae.yaml "$WORK/init" "$WORK/vae"
+# Its latent distribution of every training frame, once (data/latent_cache.py): stages 1-3 keep this encoder, so
+# they read the cache (data.latents: auto) instead of decoding and encoding each sampled frame again.
+OMP_NUM_THREADS=$TRAIN_THREADS MKL_NUM_THREADS=$TRAIN_THREADS \
+  "${EMO[@]}" preprocess --out "$WORK/shards" --latents "$WORK/vae/model" --device cpu
 step "5/9 stage 1 (image)";    train 1   configs/tiny/stage1.yaml "$WORK/vae/model"   "$WORK/stage1"
 step "6/9 stage 2 (video)";    train 2   configs/tiny/stage2.yaml "$WORK/stage1/model" "$WORK/stage2"
 step "7/9 stage 3 (speed)";    train 3   configs/tiny/stage3.yaml "$WORK/stage2/model" "$WORK/stage3"

@@ -4,6 +4,7 @@
     emoportrait preprocess --videos list.txt --out shards/ --shard 3/16      # one of 16 cluster jobs
     emoportrait preprocess --out shards/ --manifest-only                     # merge the jobs' results
     emoportrait preprocess --out shards/ --audio-features MODEL              # cache wav2vec2 features
+    emoportrait preprocess --out shards/ --latents MODEL                     # cache the VAE's latents (stages 1-3)
 
 Every `PreprocessConfig` key is also an option (`--clip_seconds 5`, `--crop_scale 1.8`), applied
 after `--config`. Rerunning the same command resumes; bad videos are skipped and reported.
@@ -42,6 +43,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--audio-features", default=None, metavar="MODEL",
                    help="after preprocessing, cache the audio features of MODEL's audio_encoder per clip")
     p.add_argument("--audio-features-name", default="default", help="name of that cache (default: default)")
+    p.add_argument("--latents", default=None, metavar="MODEL",
+                   help="after preprocessing, cache the latent distribution of every frame under MODEL's VAE encoder "
+                        "(stages 1-3 of a model with that encoder then skip encoding; data/latent_cache.py)")
+    p.add_argument("--latents-name", default="default", help="name of that cache (default: default)")
+    p.add_argument("--device", default=None, help="device of the encoders of --audio-features / --latents "
+                                                  "(default: cuda when available, else cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     keys = p.add_argument_group("config keys", "any PreprocessConfig key, applied after --config")
     hints = typing.get_type_hints(PreprocessConfig)
@@ -63,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
     if args.manifest_only:
         print(f"emoportrait preprocess: {write_manifest(out).line()}")
         return 0
-    if args.videos is None and args.audio_features is None:
-        raise EMOError("--videos is required (or --manifest-only / --audio-features on an existing --out)")
+    if args.videos is None and args.audio_features is None and args.latents is None:
+        raise EMOError("--videos is required (or --manifest-only / --audio-features / --latents on an existing --out)")
     if args.workers < 1:
         raise EMOError("--workers must be >= 1")
     overrides = [f"{k[len(_PREFIX):]}={v}" for k, v in vars(args).items() if k.startswith(_PREFIX) and v is not None]
@@ -75,10 +82,21 @@ def run(args: argparse.Namespace) -> int:
         summary = run_preprocess(args.videos, out, cfg, workers=args.workers, shard=args.shard,
                                  overwrite=args.overwrite, progress=not args.no_progress)
         print(f"emoportrait preprocess: {summary.line()}")
+    if args.audio_features is None and args.latents is None:
+        return 0
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.audio_features is not None:
         from emoportrait.data.audio_cache import build_audio_cache, load_model_audio_encoder
 
-        encoder = load_model_audio_encoder(args.audio_features)
-        cache = build_audio_cache(out, encoder, args.audio_features_name, progress=not args.no_progress)
+        encoder = load_model_audio_encoder(args.audio_features).to(device)
+        cache = build_audio_cache(out, encoder, args.audio_features_name, device=device, progress=not args.no_progress)
         print(f"emoportrait preprocess: audio features in {cache}")
+    if args.latents is not None:
+        from emoportrait.data.latent_cache import build_latent_cache, load_model_vae
+
+        cache = build_latent_cache(out, load_model_vae(args.latents), args.latents_name, device=device,
+                                   progress=not args.no_progress)
+        print(f"emoportrait preprocess: latents in {cache}")
     return 0

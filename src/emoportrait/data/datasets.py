@@ -11,6 +11,10 @@ Each item is a dict of tensors, exactly the data contract:
   frames [s-m, s+N+F+m), zeros outside the recording; `speed` (N+F,) head speed w_f
   degrees/frame; `speed_buckets` (N+F, D) = tanh((w_f - c_d) / r_d * 3); and
   `audio_features` (N+F+2m, L, D) when an audio-feature cache exists (`data/audio_cache.py`).
+- with a latent cache (`latents=`, `data/latent_cache.py`; training picks the one made by the
+  model's VAE encoder) the frames are not decoded: `pixel_values` and `reference` are replaced by
+  `latent_moments` ((2C, h, w) in stage 1, (N+F, 2C, h, w) in stages 2/3) and `reference_moments`
+  (2C, h, w), the frozen encoder's mean and log-variance of the same frames.
 
 Two ways to read the same samples:
 
@@ -118,10 +122,20 @@ class ClipSource:
     (streaming); building a sample reads only what it uses.
     """
 
-    def __init__(self, key: str, read, read_features=None):
-        self.key, self._read, self._read_features = key, read, read_features
+    def __init__(self, key: str, read, read_features=None, read_moments=None):
+        self.key, self._read, self._read_features, self._read_moments = key, read, read_features, read_moments
         self.meta = json.loads(read("json"))
         self._arrays: dict[str, np.ndarray] = {}
+
+    @property
+    def has_moments(self) -> bool:
+        return self._read_moments is not None
+
+    def moments(self, index: int) -> torch.Tensor:
+        """Cached latent mean and log-variance of frame `index` -> (2C, h, w) float32."""
+        from emoportrait.data.latent_cache import decode_moments
+
+        return torch.from_numpy(decode_moments(self._read_moments(index)))
 
     def array(self, name: str) -> np.ndarray:
         if name not in self._arrays:
@@ -213,13 +227,18 @@ class ClipDataset(Dataset):
             only cache present, if any) or None (never return `audio_features`).
         mask_scope: "clip" (union of all the clip's face boxes; the contract) or "window"
             (union over the sampled frames only).
+        latents: name of a latent cache under root/latents, "auto" (the complete one made by the
+            encoder `latents_fingerprint` at this size, if any) or None (decode the frames).
+        latents_fingerprint: `latent_cache.encoder_fingerprint` of the model that will read the
+            latents (None: any cache of this size).
     """
 
     min_frames = 2
     require_audio = False
 
     def __init__(self, root: str | os.PathLike, size: int | None = None, samples_per_clip: int = 1, seed: int = 0,
-                 audio_features: str | None = "auto", mask_scope: str = "clip"):
+                 audio_features: str | None = "auto", mask_scope: str = "clip", latents: str | None = None,
+                 latents_fingerprint: str | None = None):
         self.root = Path(root)
         self.clips = list_clips(self.root, self.min_frames, self.require_audio)
         if not self.clips:
@@ -236,6 +255,10 @@ class ClipDataset(Dataset):
         self._index = TarIndex(self.root)
         self._features_index = TarIndex(self.features_dir) if self.features_dir else None
         self.features_context = read_info(self.features_dir)["context"] if self.features_dir else 0
+        from emoportrait.data.latent_cache import resolve_latent_cache
+
+        self.latents_dir = resolve_latent_cache(self.root, latents, latents_fingerprint, self.size)
+        self._latents_index = TarIndex(self.latents_dir) if self.latents_dir else None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -259,7 +282,14 @@ class ClipDataset(Dataset):
                 data = self._features_index.read(clip.shard, f"{clip.key}.features.npy")
                 return decode_features(data), self.features_context
 
-        return ClipSource(clip.key, read, read_features)
+        read_moments = None
+        if self._latents_index is not None:
+            from emoportrait.data.latent_cache import moments_name
+
+            def read_moments(index: int) -> bytes:
+                return self._latents_index.read(clip.shard, f"{clip.key}.{moments_name(index)}")
+
+        return ClipSource(clip.key, read, read_features, read_moments)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not 0 <= index < len(self):
@@ -268,6 +298,15 @@ class ClipDataset(Dataset):
 
     def build(self, src: ClipSource, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def _frames(self, src: ClipSource, target: list[int], reference: int, stack: bool) -> dict[str, torch.Tensor]:
+        """The target frames and the reference: decoded pixels, or their cached latent moments."""
+        if src.has_moments:
+            get, keys = src.moments, ("latent_moments", "reference_moments")
+        else:
+            get, keys = (lambda i: src.frame(i, self.size)), ("pixel_values", "reference")
+        frames = torch.stack([get(i) for i in target]) if stack else get(target[0])
+        return {keys[0]: frames, keys[1]: get(reference)}
 
     def _mask(self, src: ClipSource, start: int = 0, stop: int | None = None) -> torch.Tensor:
         boxes = src.array("boxes")
@@ -285,8 +324,7 @@ class ImageClipDataset(ClipDataset):
         reference = int(rng.integers(t - 1))
         reference += reference >= target  # uniform over the other frames
         return {
-            "pixel_values": src.frame(target, self.size),  # (3, H, W)
-            "reference": src.frame(reference, self.size),  # (3, H, W)
+            **self._frames(src, [target], reference, stack=False),  # (3, H, W) each, or moments (2C, h, w)
             "face_mask": self._mask(src, target, target + 1),  # (1, H, W)
         }
 
@@ -334,8 +372,7 @@ class VideoClipDataset(ClipDataset):
             reference = int(rng.integers(t))
         speed = torch.from_numpy(src.array("speed")[s : s + n].astype(np.float32))  # (N+F,)
         item = {
-            "pixel_values": torch.stack([src.frame(i, self.size) for i in range(s, s + n)]),  # (N+F, 3, H, W)
-            "reference": src.frame(reference, self.size),  # (3, H, W)
+            **self._frames(src, list(range(s, s + n)), reference, stack=True),  # (N+F, 3, H, W) + (3, H, W), or moments
             "face_mask": self._mask(src, s, s + n),  # (1, H, W)
             "audio": torch.from_numpy(src.audio(s - m, s + n + m)),  # ((N+F+2m) * 640,)
             "speed": speed,

@@ -34,6 +34,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from emoportrait.data.datasets import ClipDataset, ClipSource
 from emoportrait.data.shards import iter_tar_samples
+from emoportrait.errors import EMOError
 
 
 def distributed_rank() -> tuple[int, int]:
@@ -84,7 +85,8 @@ class StreamingClipDataset(IterableDataset):
             shards, keep = order, stream
         index = 0
         for shard in shards:
-            features = self._features(shard)
+            features = self._beside(self.dataset.features_dir, shard)
+            moments = self._beside(self.dataset.latents_dir, shard)
             for key, files in iter_tar_samples(self.dataset.root / shard):
                 if key not in self.keys:
                     continue
@@ -97,32 +99,44 @@ class StreamingClipDataset(IterableDataset):
                 index += 1
                 if mine:
                     if features is not None:
-                        files = dict(files, **{"features.npy": features(key)})
+                        files = dict(files, **{"features.npy": features(key)["features.npy"]})
+                    if moments is not None:
+                        files = dict(files, **{f"latent.{ext}": data for ext, data in moments(key).items()})
                     yield key, files
 
-    def _features(self, shard: str):
-        if self.dataset.features_dir is None:
+    @staticmethod
+    def _beside(cache, shard: str):
+        """key -> member bytes of the same shard in a cache folder (audio features, latents), read in step."""
+        if cache is None:
             return None
-        it = iter_tar_samples(self.dataset.features_dir / shard)
-        seen: dict[str, bytes] = {}
+        it = iter_tar_samples(cache / shard)
+        seen: dict[str, dict[str, bytes]] = {}
 
-        def get(key: str) -> bytes:
+        def get(key: str) -> dict[str, bytes]:
             while key not in seen:
-                k, files = next(it)
-                seen[k] = files["features.npy"]
+                nxt = next(it, None)
+                if nxt is None:
+                    raise EMOError(f"{cache / shard}: has no entry for clip {key}; rebuild that cache")
+                seen[nxt[0]] = nxt[1]
             return seen.pop(key)
 
         return get
 
     def _source(self, key: str, files: dict[str, bytes]) -> ClipSource:
-        read_features = None
+        read_features = read_moments = None
         if "features.npy" in files:
             from emoportrait.data.audio_cache import decode_features
 
             def read_features():
                 return decode_features(files["features.npy"]), self.dataset.features_context
 
-        return ClipSource(key, files.__getitem__, read_features)
+        if self.dataset.latents_dir is not None:
+            from emoportrait.data.latent_cache import moments_name
+
+            def read_moments(index: int) -> bytes:
+                return files[f"latent.{moments_name(index)}"]
+
+        return ClipSource(key, files.__getitem__, read_features, read_moments)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         rank, world = self._position()

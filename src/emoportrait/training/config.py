@@ -109,6 +109,11 @@ class DataConfig:
     num_workers: int = 0
     shuffle: bool = True
     streaming: bool = False  # read shards sequentially (IterableDataset split over ranks) instead of by index
+    # Stages 1-3: read the frozen VAE's latents from a cache beside the shards (`emoportrait preprocess --latents
+    # MODEL`, data/latent_cache.py) instead of decoding and encoding the frames at every step. auto = the cache made
+    # by this model's VAE encoder at its frame size, if there is one; NAME = that cache (an error if it does not
+    # fit); none = never. The VAE stage always reads frames.
+    latents: str = "auto"
     options: dict = field(default_factory=dict)  # extra keyword arguments for the stage dataset
 
 

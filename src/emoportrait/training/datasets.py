@@ -1,7 +1,8 @@
 """The stage dataset of a run: `emoportrait.data.datasets.stage_dataset` set up from the model folder.
 
 Frame size, F, N, the audio/speed window m and the speed buckets are read from the model being
-trained (its sub-folder configs), so data and model cannot disagree; `data.options` in the config
+trained (its sub-folder configs), so data and model cannot disagree; so is the latent cache
+(`data.latents`): only one made by the model's own VAE encoder is read; `data.options` in the config
 adds or overrides dataset keyword arguments (e.g. `samples_per_clip`).
 """
 
@@ -54,6 +55,11 @@ def build_stage_dataset(cfg, model_dir: str | Path) -> Dataset:
     options = {**dataset_options(model_dir, cfg.seed), **cfg.data.options}
     if cfg.mouth_loss_weight > 0:  # the video stages' mouth-region loss weight needs the masks
         options["with_mouth_mask"] = True
+    if cfg.stage != "vae" and str(cfg.data.latents).lower() != "none":  # the VAE stage trains on the frames
+        from emoportrait.data.latent_cache import model_encoder_fingerprint
+
+        options.setdefault("latents", cfg.data.latents)
+        options.setdefault("latents_fingerprint", model_encoder_fingerprint(model_dir))
     stage = "1" if cfg.stage == "vae" else cfg.stage
     dataset = stage_dataset(stage, root, streaming=cfg.data.streaming, **options)
     if len(dataset) == 0:

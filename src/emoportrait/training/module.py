@@ -205,18 +205,31 @@ def encode_batch(batch: dict, vae, audio_encoder, stage: str) -> EncodedBatch:
     Args:
         batch: a stage dataset batch (data contract): `pixel_values` (B, 3, H, W) or (B, N+F, 3, H, W),
             `reference` (B, 3, H, W), `face_mask` (B, 1, H, W), and for stages 2/3 `audio`
-            (B, (N+F+2m)*640) or `audio_features` (B, N+F+2m, L, D), `speed` (B, N+F).
+            (B, (N+F+2m)*640) or `audio_features` (B, N+F+2m, L, D), `speed` (B, N+F). From a latent
+            cache (`data/latent_cache.py`) `latent_moments` and `reference_moments` replace the frames:
+            the latents are then drawn from that stored distribution, as `latent_dist.sample()` draws
+            them (the same global-RNG draw), and the encoder does not run.
     """
-    pixels = batch["pixel_values"]
-    if pixels.dim() == 4:
-        pixels = pixels.unsqueeze(1)  # (B, 1, 3, H, W)
-    b, t = pixels.shape[:2]
+    if "latent_moments" in batch:
+        frames, key, reference = batch["latent_moments"], "latent_moments", batch["reference_moments"]
+    else:
+        frames, key, reference = batch["pixel_values"], "pixel_values", batch["reference"]
+    if frames.dim() == 4:
+        frames = frames.unsqueeze(1)  # (B, 1, ., H, W)
+    b, t = frames.shape[:2]
     scale = vae.config.scaling_factor
-    frames = torch.cat([pixels.flatten(0, 1), batch["reference"]])  # (B*T + B, 3, H, W)
-    frames = frames.to(vae.device, vae.dtype, memory_format=torch.channels_last)  # the layout `encoding_vae` runs fastest
-    z = vae.encode(frames).latent_dist.sample() * scale
-    latents = z[: b * t].reshape(b, t, *z.shape[1:]).float()  # (B, T, C, h, w)
-    reference = z[b * t :].float()  # (B, C, h, w)
+    frames = torch.cat([frames.flatten(0, 1), reference])  # (B*T + B, ., H, W)
+    if key == "latent_moments":
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        z = DiagonalGaussianDistribution(frames.to(vae.device, torch.float32)).sample() * scale
+    else:
+        frames = frames.to(vae.device, vae.dtype, memory_format=torch.channels_last)  # the layout `encoding_vae` runs fastest
+        z = vae.encode(frames).latent_dist.sample() * scale
+    # Contiguous whatever layout the encoder ran in: the training noise is drawn `randn_like` these, and its
+    # values follow the strides, so encoded and cached latents get the same draw.
+    latents = z[: b * t].reshape(b, t, *z.shape[1:]).float().contiguous()  # (B, T, C, h, w)
+    reference = z[b * t :].float().contiguous()  # (B, C, h, w)
     audio_features = speed = None
     if stage in ("2", "3"):
         if batch.get("audio_features") is not None:

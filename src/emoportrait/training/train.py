@@ -136,6 +136,9 @@ def train(cfg: TrainConfig, init: str | Path, output_dir: str | Path, resume: st
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, output_dir / "config.yaml")
+    latents_dir = getattr(getattr(dataset, "dataset", dataset), "latents_dir", None)  # map-style or streaming
+    if latents_dir is not None:
+        accelerator.print(f"latents from the cache {latents_dir} (the frames are not encoded)")
     log = RunLogger(output_dir, accelerator.is_main_process, cfg.log.tensorboard, state.step)
     stream = BatchStream(accelerator, loader, sampler, state)
     accum = cfg.gradient_accumulation_steps
