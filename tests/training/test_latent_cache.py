@@ -117,8 +117,18 @@ def test_only_the_encoder_that_made_the_cache_reads_it(cached, tiny_model_dir, t
         ImageClipDataset(shards, size=64, latents="default")
     with pytest.raises(EMOError, match="no latent cache"):
         resolve_latent_cache(shards, "missing")
-    with pytest.raises(EMOError, match="another VAE encoder or frame size"):
+    with pytest.raises(EMOError, match="another VAE encoder, frame size or shard set"):
         build_latent_cache(shards, other, progress=False)  # into the cache of another encoder
+
+
+def test_a_cache_is_only_read_beside_the_shards_it_was_made_from(tiny_model_dir, tmp_path):
+    shards = write_shards(tmp_path / "shards", num_clips=4, size=32, clip_frames=16)
+    cache = build_latent_cache(shards, load_model_vae(tiny_model_dir), progress=False)
+    assert resolve_latent_cache(shards, "auto") == cache
+    write_shards(shards, num_clips=4, size=32, clip_frames=20)  # re-preprocessed: other clips under the same keys
+    assert resolve_latent_cache(shards, "auto") is None
+    with pytest.raises(EMOError, match="other shards"):
+        resolve_latent_cache(shards, "default")
 
 
 def test_an_interrupted_build_is_never_read_and_resumes(tiny_model_dir, tmp_path):
