@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, default_collate
 from train_fixtures import fast_config, write_shards
 
+from emoportrait.cli import main
 from emoportrait.data.datasets import ImageClipDataset, VideoClipDataset
 from emoportrait.data.latent_cache import (
     build_latent_cache,
@@ -168,3 +169,14 @@ def test_training_on_the_cache_reproduces_training_on_the_frames(tiny_model_dir,
     cfg = fast_config("vae", max_steps=1, batch_size=2)
     cfg.data.train = str(shards)
     assert os.fspath(train(cfg, tiny_model_dir, tmp_path / "vae")).endswith("model")
+
+
+def test_preprocess_cli_builds_the_cache_and_says_why_not(tiny_model_dir, tmp_path, capsys):
+    shards = write_shards(tmp_path / "shards", num_clips=2, size=32, clip_frames=16)
+    assert main(["preprocess", "--out", str(shards), "--latents", str(tiny_model_dir), "--device", "cpu",
+                 "--no-progress"]) == 0
+    assert f"latents in {shards / 'latents' / 'default'}" in capsys.readouterr().out
+    assert resolve_latent_cache(shards, "default", model_encoder_fingerprint(tiny_model_dir), 32) is not None
+    assert main(["preprocess", "--out", str(shards), "--latents", str(tmp_path / "no-model"), "--no-progress"]) != 0
+    err = capsys.readouterr().err
+    assert "no vae/config.json" in err and len(err.strip().splitlines()) == 1
