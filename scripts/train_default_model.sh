@@ -4,8 +4,8 @@
 #   scripts/train_default_model.sh            # or: make default-model
 #
 # Steps: render the synthetic world -> preprocess the TRAIN split into shards -> random tiny model
-# -> tiny VAE stand-in (and its latents of the training frames, cached) -> EMO stages 1, 2, 3 -> the VAE decoder fine-tuned alone (encoder frozen, as SD's
-# ft-MSE VAE) -> evaluate on held-out identities -> copy the model
+# -> tiny VAE stand-in (and its latents of the training frames, cached) -> EMO stages 1, 2, 3
+# -> the VAE decoder fine-tuned alone (encoder frozen, as SD's ft-MSE VAE) -> evaluate on held-out identities -> copy the model
 # into src/emoportrait/assets/default_model. Every step is resumable: a finished step is skipped,
 # an interrupted training step continues from its last checkpoint (--resume latest), so the recipe
 # can be run in pieces. Budgets (world size, steps) are the tiny configs'; override with env vars,
@@ -31,8 +31,8 @@ EMO=("$PY" -m emoportrait)
 # Precision: bf16 where training runs on hardware that has it (a bf16 GPU when there is one, else a CPU with
 # avx512_bf16, AMX or Arm bf16: pipelines/loading.py, cpu_has_native_bf16), else fp32.
 # bf16: the VAE stages train under bf16 autocast (--mixed_precision), stages 1-3 keep an fp32 backbone and
-# encode their frames with a bf16 copy of the frozen VAE (--vae_dtype): 1.7x and 1.3x-1.5x faster steps on
-# this 2-core CPU (README, Benchmarks). The shipped model was trained with bf16 (its training record says so).
+# encode their frames with a bf16 copy of the frozen VAE (--vae_dtype; --latents-dtype for the latent cache):
+# 1.7x and 1.3x-1.5x faster steps on this 2-core CPU (README, Benchmarks). The shipped model was trained with bf16 (its training record says so).
 PRECISION=${PRECISION:-auto}
 if [ "$PRECISION" = auto ]; then
   if "$PY" -c "import sys, torch; from emoportrait.pipelines.loading import cpu_has_native_bf16
@@ -43,8 +43,8 @@ sys.exit(not (torch.cuda.is_bf16_supported() if torch.cuda.is_available() else c
   fi
 fi
 case "$PRECISION" in
-  bf16) vae_precision=(--mixed_precision=bf16); emo_precision=(--vae_dtype=bf16) ;;
-  fp32) vae_precision=(); emo_precision=() ;;
+  bf16) vae_precision=(--mixed_precision=bf16); emo_precision=(--vae_dtype=bf16); latents_dtype=bfloat16 ;;
+  fp32) vae_precision=(); emo_precision=(); latents_dtype=float32 ;;
   *) echo "PRECISION must be auto, bf16 or fp32, got '$PRECISION'" >&2; exit 2 ;;
 esac
 echo "precision: $PRECISION"
@@ -118,8 +118,9 @@ train() {  # train STAGE CONFIG INIT OUT
 step "4/9 tiny VAE stand-in";  train vae configs/tiny/vae.yaml "$WORK/init" "$WORK/vae"
 # Its latent distribution of every training frame, once (data/latent_cache.py): stages 1-3 keep this encoder, so
 # they read the cache (data.latents: auto) instead of decoding and encoding each sampled frame again.
-OMP_NUM_THREADS=$TRAIN_THREADS MKL_NUM_THREADS=$TRAIN_THREADS \
-  "${EMO[@]}" preprocess --out "$WORK/shards" --latents "$WORK/vae/model" --device cpu
+[ -f "$WORK/stage3/model/model_index.json" ] || OMP_NUM_THREADS=$TRAIN_THREADS MKL_NUM_THREADS=$TRAIN_THREADS \
+  "${EMO[@]}" preprocess --out "$WORK/shards" --latents "$WORK/vae/model" --latents-dtype "$latents_dtype" \
+  --device cpu
 step "5/9 stage 1 (image)";    train 1   configs/tiny/stage1.yaml "$WORK/vae/model"   "$WORK/stage1"
 step "6/9 stage 2 (video)";    train 2   configs/tiny/stage2.yaml "$WORK/stage1/model" "$WORK/stage2"
 step "7/9 stage 3 (speed)";    train 3   configs/tiny/stage3.yaml "$WORK/stage2/model" "$WORK/stage3"

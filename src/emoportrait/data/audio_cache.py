@@ -71,10 +71,9 @@ def build_audio_cache(root: str | os.PathLike, encoder: Callable, name: str = "d
         The cache folder.
     """
     import torch
-    from tqdm import tqdm
 
     from emoportrait.data.datasets import load_manifest
-    from emoportrait.data.shards import TarSampleWriter, iter_tar_samples, npy_bytes, npy_load
+    from emoportrait.data.shards import npy_bytes, npy_load, write_clip_cache
 
     root = Path(root)
     manifest = load_manifest(root)
@@ -82,23 +81,22 @@ def build_audio_cache(root: str | os.PathLike, encoder: Callable, name: str = "d
     cache = root / CACHE_DIR / name
     cache.mkdir(parents=True, exist_ok=True)
     shape = None
-    for shard in tqdm(manifest["shards"], desc="audio features", unit="shard", disable=not progress or None):
-        out = cache / shard["name"]
-        if out.is_file():
-            continue
-        with TarSampleWriter(out) as writer:
-            for key, files in iter_tar_samples(root / shard["name"]):
-                meta = json.loads(files["json"])
-                if not meta["has_audio"]:
-                    continue
-                audio = torch.from_numpy(npy_load(files["audio.npy"]))[None].to(device)  # (1, S)
-                num = int(meta["num_frames"]) + 2 * context
-                with torch.no_grad():
-                    feats = encoder(audio, num)  # (1, T + 2C, L, D)
-                if feats.ndim != 4 or feats.shape[:2] != (1, num):
-                    raise EMOError(f"audio encoder returned {tuple(feats.shape)}; expected (1, {num}, L, D)")
-                shape = list(feats.shape[2:])
-                writer.write(key, {"features.npy": npy_bytes(feats[0].float().cpu().numpy().astype(np.float16))})
+
+    def members(key: str, files: dict[str, bytes]) -> dict[str, bytes] | None:
+        nonlocal shape
+        meta = json.loads(files["json"])
+        if not meta["has_audio"]:
+            return None
+        audio = torch.from_numpy(npy_load(files["audio.npy"]))[None].to(device)  # (1, S)
+        num = int(meta["num_frames"]) + 2 * context
+        with torch.no_grad():
+            feats = encoder(audio, num)  # (1, T + 2C, L, D)
+        if feats.ndim != 4 or feats.shape[:2] != (1, num):
+            raise EMOError(f"audio encoder returned {tuple(feats.shape)}; expected (1, {num}, L, D)")
+        shape = list(feats.shape[2:])
+        return {"features.npy": npy_bytes(feats[0].float().cpu().numpy().astype(np.float16))}
+
+    write_clip_cache(root, [s["name"] for s in manifest["shards"]], cache, members, "audio features", progress)
     if shape is None:  # every shard was already cached: keep the recorded shape
         shape = read_info(cache)["shape"] if (cache / "info.json").is_file() else None
     info = {"name": name, "context": context, "shape": shape, "dtype": "float16",

@@ -153,10 +153,9 @@ def build_latent_cache(root: str | os.PathLike, vae, name: str = "default", devi
         The cache folder.
     """
     import torch
-    from tqdm import tqdm
 
     from emoportrait.data.datasets import ClipSource, load_manifest
-    from emoportrait.data.shards import TarSampleWriter, iter_tar_samples, npy_bytes
+    from emoportrait.data.shards import npy_bytes, write_clip_cache
 
     root = Path(root)
     manifest = load_manifest(root)
@@ -177,22 +176,19 @@ def build_latent_cache(root: str | os.PathLike, vae, name: str = "default", devi
     # Moved in place (the caller's VAE), channels-last: the conv layout oneDNN and cuDNN run fastest (1.1x-1.4x
     # on the tiny VAE, benchmarks/bench_training_encode.py). nn.Module.to: diffusers' warns about fp32-only modules.
     enc = torch.nn.Module.to(vae, device=device, dtype=dtype, memory_format=torch.channels_last).eval()
-    for shard in tqdm(manifest["shards"], desc="latents", unit="shard", disable=not progress or None):
-        out = cache / shard["name"]
-        if out.is_file():
-            continue
-        with TarSampleWriter(out) as writer:
-            for key, files in iter_tar_samples(root / shard["name"]):
-                src = ClipSource(key, files.__getitem__)
-                t = int(src.meta["num_frames"])
-                members = {}
-                for lo in range(0, t, batch_size):
-                    x = torch.stack([src.frame(i, size) for i in range(lo, min(lo + batch_size, t))])
-                    with torch.no_grad():
-                        x = x.to(device, dtype, memory_format=torch.channels_last)
-                        moments = encode_moments(enc, x).float().cpu().numpy().astype(np.float16)
-                    members.update({moments_name(lo + j): npy_bytes(m) for j, m in enumerate(moments)})
-                writer.write(key, members)
+
+    def members(key: str, files: dict[str, bytes]) -> dict[str, bytes]:
+        src = ClipSource(key, files.__getitem__)
+        t, out = int(src.meta["num_frames"]), {}
+        for lo in range(0, t, batch_size):
+            x = torch.stack([src.frame(i, size) for i in range(lo, min(lo + batch_size, t))])
+            with torch.no_grad():
+                x = x.to(device, dtype, memory_format=torch.channels_last)
+                moments = encode_moments(enc, x).float().cpu().numpy().astype(np.float16)
+            out.update({moments_name(lo + j): npy_bytes(m) for j, m in enumerate(moments)})
+        return out
+
+    write_clip_cache(root, [s["name"] for s in manifest["shards"]], cache, members, "latents", progress)
     info["complete"] = True
     atomic_write_text(cache / "info.json", json.dumps(info, indent=1))
     return cache

@@ -112,6 +112,26 @@ def iter_tar_samples(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, b
         yield key, files
 
 
+def write_clip_cache(root: str | os.PathLike, shards: list[str], cache: str | os.PathLike, members, desc: str,
+                     progress: bool = True) -> None:
+    """Beside the shards of `root`, one tar per shard in `cache` holding what `members(key, files)` makes of each clip.
+
+    `members` returns {extension: bytes} for the clip's sample in the cache, or None to leave the clip out.
+    Resumable: a shard whose cache tar exists is skipped; each tar is written atomically (`TarSampleWriter`).
+    """
+    from tqdm import tqdm
+
+    root, cache = Path(root), Path(cache)
+    for shard in tqdm(shards, desc=desc, unit="shard", disable=not progress or None):
+        if (cache / shard).is_file():
+            continue
+        with TarSampleWriter(cache / shard) as writer:
+            for key, files in iter_tar_samples(root / shard):
+                out = members(key, files)
+                if out is not None:
+                    writer.write(key, out)
+
+
 @dataclass
 class Clip:
     """One decoded-on-demand clip sample: metadata, per-frame arrays, encoded frames."""
