@@ -180,3 +180,12 @@ def test_preprocess_cli_builds_the_cache_and_says_why_not(tiny_model_dir, tmp_pa
     assert main(["preprocess", "--out", str(shards), "--latents", str(tmp_path / "no-model"), "--no-progress"]) != 0
     err = capsys.readouterr().err
     assert "no vae/config.json" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_fingerprint_of_a_model_folder_reads_safetensors_or_what_diffusers_reads(cached, tmp_path):
+    _, vae, _ = cached
+    vae.save_pretrained(tmp_path / "bin" / "vae", safe_serialization=False)  # diffusion_pytorch_model.bin
+    assert not list((tmp_path / "bin" / "vae").glob("*.safetensors"))
+    assert model_encoder_fingerprint(tmp_path / "bin") == encoder_fingerprint(vae.state_dict().items())
+    with pytest.raises(EMOError, match="no vae/config.json"):
+        model_encoder_fingerprint(tmp_path / "nothing")

@@ -57,13 +57,13 @@ def encoder_fingerprint(named_tensors: Iterable[tuple[str, object]]) -> str:
 
 
 def model_encoder_fingerprint(model_dir: str | os.PathLike) -> str:
-    """`encoder_fingerprint` of a model folder's `vae/` weights, read without building the model."""
+    """`encoder_fingerprint` of a model folder's `vae/` weights (read from safetensors without building the model)."""
     from safetensors import safe_open
 
     folder = Path(model_dir) / "vae"
     path = next((folder / n for n in VAE_WEIGHTS if (folder / n).is_file()), None)
-    if path is None:
-        raise EMOError(f"{folder}: no VAE safetensors; pass a model folder made by `emoportrait init`")
+    if path is None:  # another weights format diffusers reads (e.g. a .bin of an older export)
+        return encoder_fingerprint(load_model_vae(model_dir).state_dict().items())
     with safe_open(str(path), framework="pt") as f:
         return encoder_fingerprint((k, f.get_tensor(k)) for k in f.keys() if k.startswith(ENCODER_PREFIXES))
 

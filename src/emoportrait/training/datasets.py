@@ -46,6 +46,7 @@ def dataset_options(model_dir: str | Path, seed: int) -> dict[str, Any]:
 def build_stage_dataset(cfg, model_dir: str | Path) -> Dataset:
     """The training dataset of `cfg.stage` over `cfg.data.train` (the VAE stage reads stage-1 samples)."""
     from emoportrait.data.datasets import stage_dataset
+    from emoportrait.data.latent_cache import CACHE_DIR, model_encoder_fingerprint
 
     if cfg.data.train is None:
         raise EMOError("no training data: pass --data SHARDS_DIR (or data.train in the config)")
@@ -55,9 +56,9 @@ def build_stage_dataset(cfg, model_dir: str | Path) -> Dataset:
     options = {**dataset_options(model_dir, cfg.seed), **cfg.data.options}
     if cfg.mouth_loss_weight > 0:  # the video stages' mouth-region loss weight needs the masks
         options["with_mouth_mask"] = True
-    if cfg.stage != "vae" and str(cfg.data.latents).lower() != "none":  # the VAE stage trains on the frames
-        from emoportrait.data.latent_cache import model_encoder_fingerprint
-
+    # The VAE stage trains on the frames; `auto` without any cache folder has nothing to match.
+    wants = str(cfg.data.latents).lower() != "none" and (cfg.data.latents != "auto" or (root / CACHE_DIR).is_dir())
+    if cfg.stage != "vae" and wants:
         options.setdefault("latents", cfg.data.latents)
         options.setdefault("latents_fingerprint", model_encoder_fingerprint(model_dir))
     stage = "1" if cfg.stage == "vae" else cfg.stage
