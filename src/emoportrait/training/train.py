@@ -114,7 +114,7 @@ def train(cfg: TrainConfig, init: str | Path, output_dir: str | Path, resume: st
 
     # 4. Optimizer, lr schedule (warm-up, stepped once per optimizer step), EMA, data.
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps,
-                                  weight_decay=cfg.optim.weight_decay)
+                                  weight_decay=cfg.optim.weight_decay, fused=cfg.optim.fused or None)
     lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(cfg.optim.warmup_steps, cfg.max_steps, cfg.optim.schedule))
     ema = EMAModel(params, decay=cfg.ema.decay) if cfg.ema.enabled else None
