@@ -229,6 +229,13 @@ def test_other_settings_in_the_same_folder_are_refused(corpus, tmp_path):
         run_preprocess(raw, out, PreprocessConfig(**(CFG | {"size": 96})), progress=False)
     # The same settings: nothing left to do.
     assert run_preprocess(raw, out, PreprocessConfig(**CFG), progress=False).processed_videos == 0
+    # --overwrite starts over, and the caches made from the old shards go with them.
+    for cache in ("audio_features/default", "latents/default"):
+        (out / cache).mkdir(parents=True)
+        (out / cache / "info.json").write_text("{}")
+    run_preprocess(raw, out, PreprocessConfig(**(CFG | {"size": 96})), overwrite=True, progress=False)
+    assert not (out / "audio_features").exists() and not (out / "latents").exists()
+    assert json.loads((out / "manifest.json").read_text())["config"]["size"] == 96
 
 
 def test_cli(corpus, tmp_path, capsys):

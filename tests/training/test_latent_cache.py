@@ -126,10 +126,14 @@ def test_a_cache_is_only_read_beside_the_shards_it_was_made_from(tiny_model_dir,
     shards = write_shards(tmp_path / "shards", num_clips=4, size=32, clip_frames=16)
     cache = build_latent_cache(shards, load_model_vae(tiny_model_dir), progress=False)
     assert resolve_latent_cache(shards, "auto") == cache
-    write_shards(shards, num_clips=4, size=32, clip_frames=20)  # re-preprocessed: other clips under the same keys
+    (shards / "plan.json").write_text('{"config": {"size": 32, "crop_scale": 2.0}}')  # made with other settings
     assert resolve_latent_cache(shards, "auto") is None
     with pytest.raises(EMOError, match="other shards"):
         resolve_latent_cache(shards, "default")
+    (shards / "plan.json").unlink()
+    assert resolve_latent_cache(shards, "auto") == cache
+    write_shards(shards, num_clips=4, size=32, clip_frames=20)  # other clips under the same keys
+    assert resolve_latent_cache(shards, "auto") is None
 
 
 def test_an_interrupted_build_is_never_read_and_resumes(tiny_model_dir, tmp_path):

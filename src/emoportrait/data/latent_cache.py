@@ -18,7 +18,8 @@ Layout, beside the shards::
 `moments` are `AutoencoderKL.encode(frames).latent_dist.parameters` (after `quant_conv`), unscaled:
 `scaling_factor` is applied when training samples from them. A cache is used only by a model whose
 VAE encoder is bit-identical to the one that made it (`encoder_fingerprint`) and whose frame size
-is the cache's; stages 1-3 and the decoder-only VAE run keep the encoder, so one cache serves them all.
+is the cache's, beside the shards it was made from; stages 1-3 keep the encoder (as does the decoder-only
+VAE run, which trains on frames), so one cache built after the VAE stage serves all three.
 """
 
 from __future__ import annotations
@@ -68,10 +69,14 @@ def model_encoder_fingerprint(model_dir: str | os.PathLike) -> str:
         return encoder_fingerprint((k, f.get_tensor(k)) for k in f.keys() if k.startswith(ENCODER_PREFIXES))
 
 
-def shards_fingerprint(manifest: dict) -> str:
-    """sha256 of a shard folder's clip list (key, shard, frame count): a cache is only read beside its shards."""
+def shards_fingerprint(root: str | os.PathLike, manifest: dict) -> str:
+    """sha256 of what a shard folder was made from: its plan (preprocess settings and which videos go to which
+    shard; `plan.json`, else the manifest's settings) and its clip list (key, shard, frame count). The shards
+    of one plan are byte-identical however they are made (docs/data.md), and `--overwrite` deletes the caches."""
+    plan = Path(root) / "plan.json"
+    made_from = plan.read_text() if plan.is_file() else json.dumps(manifest.get("config"), sort_keys=True)
     clips = sorted((c["key"], c["shard"], int(c["num_frames"])) for c in manifest["clips"])
-    return hashlib.sha256(json.dumps(clips).encode()).hexdigest()
+    return hashlib.sha256(json.dumps([made_from, clips]).encode()).hexdigest()
 
 
 def read_info(cache: Path) -> dict:
@@ -102,7 +107,7 @@ def resolve_latent_cache(root: str | os.PathLike, name: str | None, fingerprint:
     if name is None or str(name).lower() == "none":
         return None
     base = Path(root) / CACHE_DIR
-    shards = shards_fingerprint(load_manifest(root))
+    shards = shards_fingerprint(root, load_manifest(root))
     if name == "auto":
         found = [p.parent for p in sorted(base.glob("*/info.json"))] if base.is_dir() else []
         matching = [p for p in found if _matches(read_info(p), fingerprint, size, shards)]
@@ -164,7 +169,7 @@ def build_latent_cache(root: str | os.PathLike, vae, name: str = "default", devi
     dtype = dtype or torch.float32
     cache = root / CACHE_DIR / name
     info = {"name": name, "fingerprint": fingerprint, "size": size, "latent_channels": int(vae.config.latent_channels),
-            "shards": shards_fingerprint(manifest), "dtype": "float16", "encode_dtype": str(dtype).removeprefix("torch."),
+            "shards": shards_fingerprint(root, manifest), "dtype": "float16", "encode_dtype": str(dtype).removeprefix("torch."),
             "complete": False}
     if (cache / "info.json").is_file():
         old = read_info(cache)

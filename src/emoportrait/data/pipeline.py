@@ -25,6 +25,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import signal
 import time
 from collections import Counter
@@ -173,6 +174,11 @@ def _load_or_write_plan(out: Path, videos: list[VideoEntry], cfg: PreprocessConf
     if overwrite:
         for p in list(out.glob("shard-*.tar")) + list((out / "parts").glob("*.json")) + list((out / ".work").glob("*")):
             p.unlink()
+        from emoportrait.data.audio_cache import CACHE_DIR as AUDIO_CACHE
+        from emoportrait.data.latent_cache import CACHE_DIR as LATENT_CACHE
+
+        for cache in (AUDIO_CACHE, LATENT_CACHE):  # they belong to the shards being replaced
+            shutil.rmtree(out / cache, ignore_errors=True)
     atomic_write_text(path, text)
     return groups, plan_hash
 
