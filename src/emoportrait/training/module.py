@@ -210,16 +210,15 @@ def encode_batch(batch: dict, vae, audio_encoder, stage: str) -> EncodedBatch:
             the latents are then drawn from that stored distribution, as `latent_dist.sample()` draws
             them (the same global-RNG draw), and the encoder does not run.
     """
-    if "latent_moments" in batch:
-        frames, key, reference = batch["latent_moments"], "latent_moments", batch["reference_moments"]
-    else:
-        frames, key, reference = batch["pixel_values"], "pixel_values", batch["reference"]
+    cached = "latent_moments" in batch
+    frames, reference = (batch["latent_moments"], batch["reference_moments"]) if cached else (
+        batch["pixel_values"], batch["reference"])
     if frames.dim() == 4:
         frames = frames.unsqueeze(1)  # (B, 1, ., H, W)
     b, t = frames.shape[:2]
     scale = vae.config.scaling_factor
     frames = torch.cat([frames.flatten(0, 1), reference])  # (B*T + B, ., H, W)
-    if key == "latent_moments":
+    if cached:
         from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
         z = DiagonalGaussianDistribution(frames.to(vae.device, torch.float32)).sample() * scale
