@@ -193,3 +193,16 @@ def test_the_fingerprint_of_a_model_folder_reads_safetensors_or_what_diffusers_r
     assert model_encoder_fingerprint(tmp_path / "bin") == encoder_fingerprint(vae.state_dict().items())
     with pytest.raises(EMOError, match="no vae/config.json"):
         model_encoder_fingerprint(tmp_path / "nothing")
+
+
+def test_training_says_when_the_caches_beside_its_shards_do_not_fit(tiny_model_dir, tmp_path, capsys):
+    shards = write_shards(tmp_path / "shards", num_clips=2, size=32, clip_frames=16)
+    other = load_model_vae(tiny_model_dir)
+    with torch.no_grad():
+        other.encoder.conv_in.weight.mul_(1.001)  # another encoder made this cache
+    build_latent_cache(shards, other, progress=False)
+    cfg = fast_config("1", max_steps=1, batch_size=2)
+    cfg.data.train = str(shards)
+    train(cfg, tiny_model_dir, tmp_path / "s1")
+    out = capsys.readouterr().out
+    assert "no latent cache" in out and "the frames are encoded at every step" in out

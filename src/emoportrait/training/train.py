@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from emoportrait.config import save_config
+from emoportrait.data.latent_cache import CACHE_DIR
 from emoportrait.errors import EMOError
 from emoportrait.pipelines.loading import warn_if_emulated_bf16
 from emoportrait.training.checkpoint import (
@@ -139,6 +140,9 @@ def train(cfg: TrainConfig, init: str | Path, output_dir: str | Path, resume: st
     latents_dir = getattr(getattr(dataset, "dataset", dataset), "latents_dir", None)  # map-style or streaming
     if latents_dir is not None:
         accelerator.print(f"latents from the cache {latents_dir} (the frames are not encoded)")
+    elif cfg.stage != "vae" and cfg.data.latents == "auto" and cfg.data.train and (Path(cfg.data.train) / CACHE_DIR).is_dir():
+        accelerator.print(f"no latent cache in {Path(cfg.data.train) / CACHE_DIR} was made by this model's VAE encoder "
+                          "from these shards at its frame size: the frames are encoded at every step")
     log = RunLogger(output_dir, accelerator.is_main_process, cfg.log.tensorboard, state.step)
     stream = BatchStream(accelerator, loader, sampler, state)
     accum = cfg.gradient_accumulation_steps
