@@ -150,6 +150,10 @@ def test_an_interrupted_build_is_never_read_and_resumes(tiny_model_dir, tmp_path
     assert resolve_latent_cache(shards, "auto") is None
     with pytest.raises(EMOError, match="incomplete"):
         resolve_latent_cache(shards, "x")
+    (cache / "info.json").write_text('{"complete": tr')  # damaged by hand: one line, not a traceback
+    with pytest.raises(EMOError, match="damaged"):
+        resolve_latent_cache(shards, "auto")
+    (cache / "info.json").write_text(json.dumps({**info, "complete": False}))
     assert build_latent_cache(shards, vae, name="x", progress=False) == cache
     assert kept.stat().st_mtime_ns == stamp  # finished shards are not redone
     assert {p.name: p.read_bytes() for p in cache.glob("*.tar")} == first  # the same bytes again

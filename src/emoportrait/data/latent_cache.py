@@ -80,7 +80,10 @@ def shards_fingerprint(root: str | os.PathLike, manifest: dict) -> str:
 
 
 def read_info(cache: Path) -> dict:
-    return json.loads((cache / "info.json").read_text())
+    try:
+        return json.loads((cache / "info.json").read_text())
+    except json.JSONDecodeError:
+        raise EMOError(f"{cache / 'info.json'} is damaged; delete {cache} and build the cache again") from None
 
 
 def _matches(info: dict, fingerprint: str | None, size: int | None, shards: str) -> bool:
@@ -95,7 +98,7 @@ def resolve_latent_cache(root: str | os.PathLike, name: str | None, fingerprint:
     Args:
         root: shard folder.
         name: a cache NAME under root/latents, "auto" (the complete cache made by this encoder at
-            this size, if any; none is not an error) or None (never use a cache).
+            this size from these shards, if any; none is not an error) or None (never use a cache).
         fingerprint: `encoder_fingerprint` of the model being trained (None: not checked).
         size: the frame size the model trains at (None: not checked).
 
