@@ -86,9 +86,15 @@ def read_info(cache: Path) -> dict:
         raise EMOError(f"{cache / 'info.json'} is damaged; delete {cache} and build the cache again") from None
 
 
-def _matches(info: dict, fingerprint: str | None, size: int | None, shards: str) -> bool:
-    return (info.get("complete") is True and (fingerprint is None or info.get("fingerprint") == fingerprint)
-            and (size is None or int(info.get("size", -1)) == int(size)) and info.get("shards") == shards)
+def _mismatch(info: dict, fingerprint: str | None, size: int | None, shards: str) -> str | None:
+    """Why a cache's `info` does not fit (encoder, frame size, shards; None = not checked), or None when it fits."""
+    if fingerprint is not None and info.get("fingerprint") != fingerprint:
+        return "was made by another VAE encoder than this model's"
+    if size is not None and int(info.get("size", -1)) != int(size):
+        return f"holds {info.get('size')} px frames; this model trains at {size} px"
+    if info.get("shards") != shards:
+        return "was made from other shards than the folder holds now"
+    return None
 
 
 def resolve_latent_cache(root: str | os.PathLike, name: str | None, fingerprint: str | None = None,
@@ -110,24 +116,25 @@ def resolve_latent_cache(root: str | os.PathLike, name: str | None, fingerprint:
     if name is None or str(name).lower() == "none":
         return None
     base = Path(root) / CACHE_DIR
+    if name == "auto" and not base.is_dir():
+        return None
     shards = shards_fingerprint(root, load_manifest(root))
     if name == "auto":
-        found = [p.parent for p in sorted(base.glob("*/info.json"))] if base.is_dir() else []
-        matching = [p for p in found if _matches(read_info(p), fingerprint, size, shards)]
-        return matching[0] if matching else None
+        for path in (p.parent for p in sorted(base.glob("*/info.json"))):
+            info = read_info(path)
+            if info.get("complete") is True and _mismatch(info, fingerprint, size, shards) is None:
+                return path
+        return None
     path = base / name
     if not (path / "info.json").is_file():
         raise EMOError(f"{path}: no latent cache; build it with `emoportrait preprocess --out {root} --latents MODEL`")
     info = read_info(path)
     if info.get("complete") is not True:
         raise EMOError(f"{path}: the latent cache is incomplete; rerun `emoportrait preprocess --out {root} --latents MODEL`")
-    if fingerprint is not None and info.get("fingerprint") != fingerprint:
-        raise EMOError(f"{path}: the latent cache was made by another VAE encoder than this model's; rebuild it "
-                       f"with --latents MODEL --latents-name NAME, or train without it (data.latents: none)")
-    if size is not None and int(info.get("size", -1)) != int(size):
-        raise EMOError(f"{path}: the latent cache holds {info.get('size')} px frames; this model trains at {size} px")
-    if info.get("shards") != shards:
-        raise EMOError(f"{path}: the latent cache was made from other shards than {root} holds now; rebuild it")
+    reason = _mismatch(info, fingerprint, size, shards)
+    if reason is not None:
+        raise EMOError(f"{path}: the latent cache {reason}; rebuild it with --latents MODEL --latents-name NAME, "
+                       f"or train without it (data.latents: none)")
     return path
 
 
@@ -174,11 +181,9 @@ def build_latent_cache(root: str | os.PathLike, vae, name: str = "default", devi
     info = {"name": name, "fingerprint": fingerprint, "size": size, "latent_channels": int(vae.config.latent_channels),
             "shards": shards_fingerprint(root, manifest), "dtype": "float16", "encode_dtype": str(dtype).removeprefix("torch."),
             "complete": False}
-    if (cache / "info.json").is_file():
-        old = read_info(cache)
-        if any(old.get(k) != info[k] for k in ("fingerprint", "size", "shards")):
-            raise EMOError(f"{cache} holds latents of another VAE encoder, frame size or shard set; choose another "
-                           f"--latents-name or delete {cache}")
+    if (cache / "info.json").is_file() and _mismatch(read_info(cache), fingerprint, size, info["shards"]) is not None:
+        raise EMOError(f"{cache} holds latents of another VAE encoder, frame size or shard set; choose another "
+                       f"--latents-name or delete {cache}")
     cache.mkdir(parents=True, exist_ok=True)
     atomic_write_text(cache / "info.json", json.dumps(info, indent=1))
     # Moved in place (the caller's VAE), channels-last: the conv layout oneDNN and cuDNN run fastest (1.1x-1.4x
