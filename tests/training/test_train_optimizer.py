@@ -35,5 +35,14 @@ def test_fused_adamw_is_the_default_and_trains_as_the_loop_does(tiny_model_dir, 
     before = load_file(str(tiny_model_dir / "unet" / "diffusion_pytorch_model.safetensors"))
     moved = [k for k in before if not torch.equal(before[k], runs[True][1][k])]
     assert moved  # the step did train ...
-    for k in moved:  # ... and the fused update is the loop's to float rounding
-        torch.testing.assert_close(runs[True][1][k], runs[False][1][k], atol=1e-6, rtol=1e-4)
+    # ... and the fused update is the loop's to float rounding. Compared as updates (weights after minus
+    # before), against the step size: an Adam step moves a weight by about lr or less, and a wrong update
+    # (betas, bias correction, weight decay, eps) differs by that order. The fused kernel rounds the
+    # sqrt and division of m / (sqrt(v) + eps) otherwise than the loop, and its AVX-512 build otherwise
+    # than its AVX2 one, which the normalisation amplifies where v is near eps: measured up to 1.8e-6
+    # (7 of 16384 weights of one tensor) on a 2-core EPYC with AVX-512, under 1e-6 on an AVX2 one.
+    lr = cfg.optim.lr
+    fused_step = torch.cat([(runs[True][1][k] - before[k]).flatten() for k in moved])
+    loop_step = torch.cat([(runs[False][1][k] - before[k]).flatten() for k in moved])
+    torch.testing.assert_close(fused_step, loop_step, atol=1e-2 * lr, rtol=0)
+    assert (fused_step - loop_step).norm() < 1e-3 * loop_step.norm()
