@@ -150,3 +150,16 @@ def test_mouth_loss_weight_reaches_the_stage2_loss(stage1_run, shards, tmp_path)
         assert rc == 0
         losses[weight] = json.loads((out / "log.jsonl").read_text().splitlines()[0])["loss"]
     assert losses["0"] != losses["4"]
+
+
+def test_face_loss_weight_reaches_the_stage1_loss(tiny_model_dir, shards, tmp_path):
+    """Same init, data order and noise: only the face region's weight differs, so the first loss does."""
+    losses = {}
+    for weight in ("0", "2"):
+        out = tmp_path / f"w{weight}"
+        rc = main(["train", "--config", str(CONFIGS / "tiny" / "stage1.yaml"), "--data", str(shards), "--init",
+                   str(tiny_model_dir), "--output-dir", str(out), "--max-steps", "1", *FAST,
+                   f"--face_loss_weight={weight}", "--snr_gamma=0"])
+        assert rc == 0
+        losses[weight] = json.loads((out / "log.jsonl").read_text().splitlines()[0])["loss"]
+    assert losses["0"] != losses["2"]

@@ -194,12 +194,25 @@ def test_region_weighted_mean_moves_the_loss_share_to_the_mouth_and_keeps_unifor
     mask = torch.zeros(b, f, 1, 16, 16)
     mask[..., 8:16, 0:8] = 1.0  # the lower-left latent quarter (cells (2..3, 0..1)) of 16 px frames
     uniform = torch.full((b, c, f, h, w), 0.7)
-    assert torch.allclose(region_weighted_mean(uniform, mask, 4.0), torch.full((b,), 0.7))  # scale kept
+    assert torch.allclose(region_weighted_mean(uniform, (mask, 4.0)), torch.full((b,), 0.7))  # scale kept
     err = torch.zeros(b, c, f, h, w)
     err[..., 2:4, 0:2] = 1.0  # all the error sits in the mouth region
     # plain mean 4/16 = 0.25; weighted: (5 * 4 cells) / (4 * 5 + 12 * 1) = 20 / 32
-    assert torch.allclose(region_weighted_mean(err, mask, 4.0), torch.full((b,), 20 / 32))
-    assert torch.allclose(region_weighted_mean(err, mask, 0.0), torch.full((b,), 0.25))
+    assert torch.allclose(region_weighted_mean(err, (mask, 4.0)), torch.full((b,), 20 / 32))
+    assert torch.allclose(region_weighted_mean(err, (mask, 0.0)), torch.full((b,), 0.25))
+
+
+def test_region_weighted_mean_adds_the_weights_of_overlapping_regions():
+    b, c, f, h, w = 1, 2, 2, 4, 4
+    face = torch.zeros(b, f, 1, 16, 16)
+    face[..., 0:16, 0:8] = 1.0  # the left half: latent columns 0..1
+    mouth = torch.zeros(b, f, 1, 16, 16)
+    mouth[..., 8:16, 0:8] = 1.0  # inside the face: the lower-left quarter
+    err = torch.zeros(b, c, f, h, w)
+    err[..., 2:4, 0:2] = 1.0  # the error sits where both regions hold: 1 + 2 + 4 = 7 per cell
+    # weights: 4 cells x 7 + 4 cells x 3 (face only) + 8 cells x 1 = 48; weighted error 4 x 7 = 28
+    assert torch.allclose(region_weighted_mean(err, (face, 2.0), (mouth, 4.0)), torch.full((b,), 28 / 48))
+    assert torch.allclose(region_weighted_mean(err), torch.full((b,), 0.25))  # no region: the plain mean
 
 
 @pytest.mark.parametrize("ratio", [0.0, 0.9])

@@ -138,6 +138,9 @@ class TrainConfig:
     allow_tf32: bool = True
     snr_gamma: float = 0.0  # > 0: Min-SNR-gamma loss weighting (5 is usual); 0: the paper's plain eps-MSE
     mouth_loss_weight: float = 0.0  # stages 2/3: the mouth region's loss counts 1 + this (Hallo-style lip weight); 0: off
+    # Stages 1-3: the face locator's region (the union of the target frames' face boxes) counts 1 + this in the
+    # loss (Hallo weights its face region likewise); it adds to the mouth weight where both hold. 0: off (the paper).
+    face_loss_weight: float = 0.0
     # Stages 1-3: offset noise (diffusers' --noise_offset; 0.1 is usual): the training noise gains a random constant
     # per sample, channel and frame, so the last steps' leftover image no longer gives away each frame's mean
     # colour; generation is unchanged. 0: off (the paper's plain Gaussian noise).
@@ -186,7 +189,8 @@ class TrainConfig:
         if self.vae.loss not in ("l1", "l2"):
             raise EMOError(f"vae.loss must be l1 or l2, got {self.vae.loss!r}")
         for name, value in (("vae.crop_size", self.vae.crop_size), ("snr_gamma", self.snr_gamma),
-                            ("mouth_loss_weight", self.mouth_loss_weight), ("noise_offset", self.noise_offset)):
+                            ("mouth_loss_weight", self.mouth_loss_weight), ("face_loss_weight", self.face_loss_weight),
+                            ("noise_offset", self.noise_offset)):
             if value < 0:
                 raise EMOError(f"{name} must be >= 0, got {value}")
         if self.optim.lr <= 0:

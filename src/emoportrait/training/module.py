@@ -45,15 +45,18 @@ def _has_grad(module: nn.Module | None) -> bool:
     return module is not None and any(p.requires_grad for p in module.parameters())
 
 
-def region_weighted_mean(err: torch.Tensor, mask: torch.Tensor, weight: float) -> torch.Tensor:
-    """Per-sample mean of (B, C, F, h, w) `err` where the (B, F, 1, H, W) pixel `mask` counts 1 + `weight`.
+def region_weighted_mean(err: torch.Tensor, *regions: tuple[torch.Tensor, float]) -> torch.Tensor:
+    """Per-sample mean of (B, C, F, h, w) `err` where each (mask, weight) region counts 1 + weight.
 
-    The mask is reduced to the latent grid by area (a latent cell half inside counts half); the mean is
-    normalised by the weights, so the loss keeps its scale and only its share moves to the region.
+    A mask is a (B, F, 1, H, W) pixel mask; each is reduced to the latent grid by area (a latent cell
+    half inside counts half), and overlapping regions add their weights. The mean is normalised by the
+    weights, so the loss keeps its scale and only its share moves to the regions.
     """
     b, c, f, h, w = err.shape
-    cells = F.adaptive_avg_pool2d(mask.flatten(0, 1).float(), (h, w))  # (B*F, 1, h, w)
-    weights = 1.0 + weight * cells.reshape(b, f, 1, h, w).permute(0, 2, 1, 3, 4)  # (B, 1, F, h, w)
+    weights = torch.ones(b, 1, f, h, w, device=err.device, dtype=err.dtype)
+    for mask, weight in regions:
+        cells = F.adaptive_avg_pool2d(mask.flatten(0, 1).to(err.dtype), (h, w))  # (B*F, 1, h, w)
+        weights = weights + weight * cells.reshape(b, f, 1, h, w).permute(0, 2, 1, 3, 4)  # (B, 1, F, h, w)
     return (err * weights).sum(dim=(1, 2, 3, 4)) / (weights.sum(dim=(1, 2, 3, 4)) * c)
 
 
@@ -63,7 +66,7 @@ class EMOTrainingModule(nn.Module):
     def __init__(self, unet, reference_unet, face_locator, audio_proj, speed_encoder, noise_scheduler, stage: str,
                  p_drop_reference: float = 0.0, p_drop_audio: float = 0.0, p_drop_motion: float = 0.0,
                  snr_gamma: float = 0.0, mouth_loss_weight: float = 0.0, shared_noise_ratio: float = 0.0,
-                 noise_offset: float = 0.0):
+                 noise_offset: float = 0.0, face_loss_weight: float = 0.0):
         super().__init__()
         self.unet = unet
         self.reference_unet = reference_unet
@@ -79,6 +82,7 @@ class EMOTrainingModule(nn.Module):
         self.p_drop_reference, self.p_drop_audio, self.p_drop_motion = p_drop_reference, p_drop_audio, p_drop_motion
         self.snr_gamma = snr_gamma  # > 0: Min-SNR-gamma loss weights (Hang et al. 2023); 0: the paper's plain MSE
         self.mouth_loss_weight = mouth_loss_weight  # > 0: extra weight of the mouth region (stages 2/3)
+        self.face_loss_weight = face_loss_weight  # > 0: extra weight of the face locator's region (all stages)
         self.shared_noise_ratio = checked_ratio(shared_noise_ratio)  # the model's noise prior (models/noise.py)
         self.noise_offset = noise_offset  # > 0: offset noise, a training-only change (TrainConfig.noise_offset)
 
@@ -140,10 +144,15 @@ class EMOTrainingModule(nn.Module):
                          speed_embeds=speed, face_features=face, skip_temporal=self.stage == "1").sample
         objective = self.noise_scheduler.get_velocity(target, noise, t) if self.predicts_v else noise
         err = (pred.float() - objective.float()).pow(2)  # (B, C, F, h, w)
+        regions = []
+        if self.face_loss_weight > 0:  # the face locator's mask (B, 1, H, W) holds for each of the F frames
+            regions.append((batch.face_mask.to(err.device).unsqueeze(1).expand(-1, f, -1, -1, -1), self.face_loss_weight))
         if self.mouth_loss_weight > 0 and self.stage != "1":
             if batch.mouth_mask is None:
                 raise EMOError("mouth_loss_weight > 0 needs mouth masks in the batch (the dataset's with_mouth_mask)")
-            per_sample = region_weighted_mean(err, batch.mouth_mask.to(err.device), self.mouth_loss_weight)
+            regions.append((batch.mouth_mask.to(err.device), self.mouth_loss_weight))
+        if regions:
+            per_sample = region_weighted_mean(err, *regions)
         else:
             per_sample = err.mean(dim=tuple(range(1, err.dim())))  # (B,)
         if self.snr_gamma > 0:

@@ -100,7 +100,8 @@ def train(cfg: TrainConfig, init: str | Path, output_dir: str | Path, resume: st
         noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)  # SD's training schedule
         module = EMOTrainingModule(pipe.unet, pipe.reference_unet, pipe.face_locator, pipe.audio_proj, pipe.speed_encoder,
                                    noise_scheduler, cfg.stage, cfg.dropout.reference, cfg.dropout.audio, cfg.dropout.motion,
-                                   cfg.snr_gamma, cfg.mouth_loss_weight, pipe.config.shared_noise_ratio, cfg.noise_offset)
+                                   cfg.snr_gamma, cfg.mouth_loss_weight, pipe.config.shared_noise_ratio, cfg.noise_offset,
+                                   cfg.face_loss_weight)
         pipe.vae.requires_grad_(False).eval().to(accelerator.device)
         encoder = encoding_vae(pipe.vae, frozen_vae_dtype(cfg.vae_dtype, weight_dtype, pipe.vae))
         if weight_dtype != torch.bfloat16:  # one warning per run: under bf16 autocast it was given above
