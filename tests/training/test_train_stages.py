@@ -160,6 +160,9 @@ def test_vae_decoder_run_keeps_the_encoder_and_scale_bit_identical(chain, tmp_pa
     record = json.loads((out / "emo_training.json").read_text())
     assert record["stages"] == ["1", "2", "3", "vae_decoder"] and record["steps"]["vae_decoder"] == 2
     assert record["steps"]["3"] == 2  # the earlier stages' steps are kept
+    assert sorted(record["configs"]) == ["1", "2", "3", "vae_decoder"]  # ... and every stage's config and init
+    assert record["configs"]["1"]["stage"] == "1" and record["configs"]["vae_decoder"]["stage"] == "vae"
+    assert record["config"] == record["configs"]["vae_decoder"] and record["inits"]["2"].endswith("model")
 
 
 @pytest.mark.parametrize("setting", [{"mixed_precision": "bf16"}, {"vae_dtype": "bf16"}])

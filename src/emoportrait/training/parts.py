@@ -1,8 +1,9 @@
 """Model folders in and out of training: loading, the stage record, freezing, the final `OUT/model`.
 
 A model folder records the training stages it has been through in `emo_training.json`
-(`{"stages": ["1", "2"], ...}`); stage k >= 2 refuses a model that has not finished stage k-1
-unless forced, because the paper's stages build on each other (section 3.3).
+(`{"stages": ["1", "2"], "steps": ..., "configs": {"1": ..., "2": ...}, ...}`: each stage's steps,
+init folder and config, and the last run's as `init` and `config`); stage k >= 2 refuses a model that
+has not finished stage k-1 unless forced, because the paper's stages build on each other (section 3.3).
 """
 
 from __future__ import annotations
@@ -133,8 +134,11 @@ def write_model_folder(pipe, out: str | Path, record: dict[str, Any], stage: str
     """Save the pipeline to `out` atomically, with its training record extended by this stage."""
     out = Path(out)
     stages = [s for s in record.get("stages", []) if s != stage] + [stage]
+    config = config_to_dict(cfg)
+    # `init` and `config` are this run's; `inits` and `configs` keep every stage's (the last run of each).
     new_record = {"stages": stages, "last_stage": stage, "steps": {**record.get("steps", {}), stage: step},
-                  "init": str(init), "config": config_to_dict(cfg)}
+                  "init": str(init), "config": config, "inits": {**record.get("inits", {}), stage: str(init)},
+                  "configs": {**record.get("configs", {}), stage: config}}
     with atomic_dir(out) as tmp:
         pipe.save_pretrained(str(tmp))
         (tmp / RECORD).write_text(json.dumps(new_record, indent=1))
