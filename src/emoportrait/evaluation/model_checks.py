@@ -15,10 +15,11 @@ Four checks, each generating with the model and measuring with the evaluation's 
   generated videos: the ceiling that any backbone decoding through this VAE can reach.
 
     python -m emoportrait.evaluation.model_checks --model M --set WORLD --out DIR [--checks lipsync,speed,long,vae]
-        [--guidance-ref SCALE] [--guidance-audio SCALE]
+        [--guidance-ref SCALE] [--guidance-audio SCALE] [--seed N]
 
 The videos are generated with the model's own guidance scales (its model_index.json) unless
-`--guidance-*` name others; each check's JSON records the scales it used.
+`--guidance-*` name others, from the generation noise of `--seed` (default 0); each check's JSON
+records the scales and the seed it used.
 
 Each check writes `DIR/<check>.json`; `DIR/checks.json` merges every check found in DIR (so the
 checks can run in separate processes) and `DIR/long_sheet.png` shows the long video.
@@ -75,7 +76,8 @@ def _add_identity_ratio(out: dict, scores: dict) -> None:
         out["identity_ratio"] = scores["identity_sim"] / scores["identity_sim_gt"]
 
 
-def check_lipsync(pipe, clips, world: Path, work: Path, splits, steps: int, max_frames: int | None, log) -> dict:
+def check_lipsync(pipe, clips, world: Path, work: Path, splits, steps: int, max_frames: int | None, log,
+                  seed: int = 0) -> dict:
     """Lip-sync r with own vs shuffled audio, and identity similarity vs the ground truth's."""
     from emoportrait.evaluation.generation import generate_for_set
 
@@ -84,7 +86,8 @@ def check_lipsync(pipe, clips, world: Path, work: Path, splits, steps: int, max_
         videos = work / f"lipsync_{name}"
         videos.mkdir(parents=True, exist_ok=True)
         log(f"lipsync: generating {len(clips)} clips with {name} audio")
-        F = generate_for_set("", clips, videos, steps, max_frames=max_frames, log=log, audio_from=audio_from, pipe=pipe)
+        F = generate_for_set("", clips, videos, steps, seed=seed, max_frames=max_frames, log=log, audio_from=audio_from,
+                             pipe=pipe)
         rep = _evaluate(world, videos, splits, F, max_frames)
         out[name] = {"lipsync_r": rep.values["lipsync_r"], "lipsync_r_gt_video": _gt_mean(rep, "lipsync_r"),
                      "identity_sim": rep.values["identity_sim"], "identity_sim_gt": _gt_mean(rep, "identity_sim"),
@@ -125,7 +128,7 @@ def check_vae(pipe, clips, world: Path, work: Path, splits, max_frames: int | No
     return out
 
 
-def check_speed(pipe, clips, work: Path, steps: int, max_frames: int | None, levels, log) -> dict:
+def check_speed(pipe, clips, work: Path, steps: int, max_frames: int | None, levels, log, seed: int = 0) -> dict:
     """Mean measured head speed of generated videos per requested speed level, and their flicker.
 
     Flicker is `synthetic.temporal_hf_energy` (the long check's jitter) per video, next to the same
@@ -146,7 +149,7 @@ def check_speed(pipe, clips, work: Path, steps: int, max_frames: int | None, lev
             videos = work / f"speed_{level:g}"
             videos.mkdir(parents=True, exist_ok=True)
             log(f"speed: generating {len(clips)} clips at {level:g} deg/frame")
-            generate_for_set("", clips, videos, steps, max_frames=max_frames, log=log, speed=level, pipe=pipe)
+            generate_for_set("", clips, videos, steps, seed=seed, max_frames=max_frames, log=log, speed=level, pipe=pipe)
             speeds, jitters = [], []
             for clip in clips:
                 path = videos / f"{clip.name}.mp4"
@@ -164,7 +167,7 @@ def check_speed(pipe, clips, work: Path, steps: int, max_frames: int | None, lev
             "flicker": flicker, "flicker_ground_truth": truth}
 
 
-def check_long(pipe, clips, work: Path, steps: int, seconds: float, log) -> dict:
+def check_long(pipe, clips, work: Path, steps: int, seconds: float, log, seed: int = 0) -> dict:
     """One long video: jitter and identity in the first vs last quarter, seams over the whole video."""
     import torch
 
@@ -192,7 +195,7 @@ def check_long(pipe, clips, work: Path, steps: int, seconds: float, log) -> dict
     log(f"long: generating {seconds:g} s from {clips[0].name}")
     with VideoWriter(path, fps=FPS, audio=audio, sample_rate=SAMPLE_RATE) as writer:
         for frame in pipe.iter_frames(reference, audio, num_inference_steps=steps, face_box=ref_box,
-                                      generator=torch.Generator().manual_seed(0)):
+                                      generator=torch.Generator().manual_seed(seed)):
             writer.write(frame)
     frames = read_video(path)
     with FaceAnalyzer() as analyzer:
@@ -229,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-frames", type=int, default=100, help="frames per clip (lipsync, speed)")
     p.add_argument("--long-seconds", type=float, default=20.0)
     p.add_argument("--steps", type=int, default=20, help="DDIM steps")
+    p.add_argument("--seed", type=int, default=0,
+                   help="the generation noise's seed; another seed tells generation noise from a model's difference")
     p.add_argument("--guidance-ref", type=float, default=None, metavar="SCALE",
                    help="reference guidance scale for every check (default: the model's)")
     p.add_argument("--guidance-audio", type=float, default=None, metavar="SCALE",
@@ -261,16 +266,17 @@ def main(argv: list[str] | None = None) -> int:
         for check in checks:
             if check == "lipsync":
                 result = check_lipsync(pipe, spread(clips, args.clips), args.set, work, splits, args.steps,
-                                       args.max_frames, log)
+                                       args.max_frames, log, args.seed)
             elif check == "speed":
                 result = check_speed(pipe, spread(clips, args.speed_clips), work, args.steps, args.max_frames,
-                                     SPEED_LEVELS, log)
+                                     SPEED_LEVELS, log, args.seed)
             elif check == "vae":
                 result = check_vae(pipe, spread(clips, args.clips), args.set, work, splits, args.max_frames, log)
             else:
-                result = check_long(pipe, clips, work, args.steps, args.long_seconds, log)
-            if check != "vae":  # the scales the videos were generated with
+                result = check_long(pipe, clips, work, args.steps, args.long_seconds, log, args.seed)
+            if check != "vae":  # the scales and the seed the videos were generated with
                 result["guidance"] = {"ref": pipe.config.guidance_scale_ref, "audio": pipe.config.guidance_scale_audio}
+                result["seed"] = args.seed
             result["command"] = " ".join(["python -m emoportrait.evaluation.model_checks", *(argv or sys.argv[1:])])
             atomic_write_text(args.out / f"{check}.json", json.dumps(result, indent=1) + "\n")
             log(f"{check}: {json.dumps({k: v for k, v in result.items() if not k.startswith('per_')})}")
