@@ -12,18 +12,12 @@ import numpy as np
 import torch
 
 from emoportrait import EMOPipeline
-from emoportrait.data.datasets import mouth_mask
 from emoportrait.data.faces import FaceDetector
 from emoportrait.data.media import read_audio
+from emoportrait.evaluation.model_checks import loudest_window, mouth_change
 from emoportrait.pipelines.preprocessing import prepare_reference
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
-
-
-def loudest_window(audio: np.ndarray, frames: int) -> np.ndarray:
-    n = frames * 640  # samples per frame at 16 kHz and 25 fps
-    start = int(np.argmax(np.convolve(audio.astype(np.float64) ** 2, np.ones(n), "valid")))
-    return audio[start : start + n].astype(np.float32)
 
 
 def main() -> None:
@@ -53,9 +47,8 @@ def main() -> None:
                 copied = min(np.abs(f.astype(float) - ref).mean() for v in frames.values() for f in v)
                 line = f"portrait_{p} seed {seed}: faces {n}/4, min difference to the reference {copied:.1f}"
                 if boxes["silence"][0] is not None:
-                    mouth = mouth_mask(np.asarray(boxes["silence"][:1]), *frames["vowel"].shape[1:3])[0, 0].numpy() > 0
-                    change = np.abs(frames["vowel"].astype(float) - frames["silence"]).mean(axis=(0, 3))
-                    line += f", mouth {change[mouth].mean():.1f} vs elsewhere {change[~mouth].mean():.1f}"
+                    mouth, elsewhere = mouth_change(frames["vowel"], frames["silence"], boxes["silence"][0])
+                    line += f", mouth {mouth:.1f} vs elsewhere {elsewhere:.1f}"
                 print(line, flush=True)
     print(f"generated frames with a face: {found} of {total}")
 

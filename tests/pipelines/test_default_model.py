@@ -41,14 +41,6 @@ def test_no_default_model_is_a_clear_error(monkeypatch, tmp_path):
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
-def _loudest_window(audio: np.ndarray, frames: int) -> np.ndarray:
-    """The `frames`-frame (640 samples each) window of `audio` with the highest energy: an open vowel."""
-    n = frames * 640
-    energy = np.convolve(audio.astype(np.float64) ** 2, np.ones(n), "valid")
-    start = int(np.argmax(energy))
-    return audio[start : start + n].astype(np.float32)
-
-
 def test_default_model_animates_a_face_open_vowel_vs_silence(pipe):
     """2 generated frames are a face (MediaPipe finds one in each), not the reference copied, and the
     mouth region of frames driven by an open vowel differs from frames driven by silence, more than the
@@ -56,13 +48,13 @@ def test_default_model_animates_a_face_open_vowel_vs_silence(pipe):
 
     portrait_2 (a head-and-shoulders framing): in the 2 frames from the close-up portrait_0 MediaPipe
     missed the face in the first silent frame for 3 of 4 seeds with an earlier default model."""
-    from emoportrait.data.datasets import mouth_mask
     from emoportrait.data.faces import FaceDetector
     from emoportrait.data.media import read_audio
+    from emoportrait.evaluation.model_checks import loudest_window, mouth_change
     from emoportrait.pipelines.preprocessing import prepare_reference
 
     portrait = EXAMPLES / "portraits" / "portrait_2.png"
-    vowel = _loudest_window(read_audio(EXAMPLES / "audio" / "voice_1_en.wav"), 2)
+    vowel = loudest_window(read_audio(EXAMPLES / "audio" / "voice_1_en.wav"), 2)
     silence = np.zeros_like(vowel)
     frames = {}
     for name, audio in (("vowel", vowel), ("silence", silence)):
@@ -76,9 +68,7 @@ def test_default_model_animates_a_face_open_vowel_vs_silence(pipe):
         assert all(b is not None for b in boxes[k]), f"no face found in a generated {k} frame"
         assert np.abs(frames[k].astype(float) - ref.astype(float)).mean() > 1.0  # not the reference copied
     # the mouth region of the first silent frame's face box, as the training loss weights it
-    mouth = mouth_mask(np.asarray(boxes["silence"][:1]), 128, 128)[0, 0].numpy() > 0  # (H, W)
-    change = np.abs(frames["vowel"].astype(float) - frames["silence"]).mean(axis=(0, 3))  # (H, W)
-    diff, elsewhere = change[mouth].mean(), change[~mouth].mean()
+    diff, elsewhere = mouth_change(frames["vowel"], frames["silence"], boxes["silence"][0])
     assert diff > 1.0, f"the mouth region barely differs between vowel and silence ({diff:.2f} gray levels)"
     # the audio acts on the mouth: measured 9.2 vs 5.8 gray levels (seeds 0-3: 6.9-10.4 vs 3.9-6.4)
     assert diff > elsewhere, f"the audio changes the mouth ({diff:.2f}) no more than the rest ({elsewhere:.2f})"

@@ -59,6 +59,25 @@ def quarters(n: int) -> tuple[slice, slice]:
     return slice(0, q), slice(n - q, n)
 
 
+def loudest_window(audio: np.ndarray, frames: int) -> np.ndarray:
+    """The `frames`-frame window of 16 kHz `audio` (640 samples a frame) with the most energy: an open vowel."""
+    from emoportrait.data.media import FPS, SAMPLE_RATE
+
+    n = frames * SAMPLE_RATE // FPS
+    start = int(np.argmax(np.convolve(audio.astype(np.float64) ** 2, np.ones(n), "valid")))
+    return audio[start : start + n].astype(np.float32)
+
+
+def mouth_change(vowel: np.ndarray, silence: np.ndarray, box) -> tuple[float, float]:
+    """Mean change between (T, H, W, 3) frames driven by an open vowel and by silence, inside the mouth
+    region of face `box` (as the training loss weights it, data.datasets.mouth_mask) and elsewhere."""
+    from emoportrait.data.datasets import mouth_mask
+
+    mouth = mouth_mask(np.asarray([box]), *vowel.shape[1:3])[0, 0].numpy() > 0  # (H, W)
+    change = np.abs(vowel.astype(float) - silence.astype(float)).mean(axis=(0, 3))  # (H, W)
+    return float(change[mouth].mean()), float(change[~mouth].mean())
+
+
 def _evaluate(world: Path, videos: Path, splits, clip_frames: int, max_frames: int | None):
     from emoportrait.evaluation.runner import EvalOptions, evaluate_set
 
