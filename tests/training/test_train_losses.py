@@ -239,3 +239,53 @@ def test_the_video_stages_noise_with_the_models_prior(tmp_path, monkeypatch, rat
     corr = torch.stack([torch.corrcoef(sample) for sample in frames])
     off_diagonal = corr[:, ~torch.eye(4, dtype=torch.bool)]
     assert off_diagonal.mean().item() == pytest.approx(ratio, abs=0.1)  # each frame's N(0, I): tests/models/test_noise.py
+
+
+class _RecordingReferenceNet(nn.Module):
+    """Records the latents it reads; one feature layer of zeros."""
+
+    def __init__(self):
+        super().__init__()
+        self.inputs = []
+
+    def forward(self, x):
+        self.inputs.append(x.clone())
+        return {"layer": torch.zeros(x.shape[0], 1, 8)}
+
+
+class _AudioProj(nn.Module):
+    config = type("Config", (), {"num_layers": 1, "feature_dim": 3})()
+
+    def forward(self, feats):
+        return torch.zeros(feats.shape[0], feats.shape[1], 2, 8)
+
+
+def _stage2_motion_inputs(motion_noise: float, batch: EncodedBatch) -> torch.Tensor:
+    unet = _ConstantUNet()
+    unet.config = type("Config", (), {"num_motion_frames": 2})()
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    ref = _RecordingReferenceNet()
+    module = EMOTrainingModule(unet, ref, _Zeros(), _AudioProj(), None, sched, "2", motion_noise=motion_noise)
+    module(batch)
+    assert len(ref.inputs) == 2  # the reference latent, then the motion latents
+    assert torch.equal(ref.inputs[0], batch.reference)  # only the motion frames are noised
+    return ref.inputs[1]
+
+
+def test_motion_noise_adds_a_per_sample_level_of_gaussian_noise_to_the_motion_latents_only():
+    b, n, f = 64, 2, 2
+    lat = torch.randn(b, n + f, 4, 4, 4)
+    batch = EncodedBatch(latents=lat, reference=torch.randn(b, 4, 4, 4), face_mask=torch.ones(b, 1, 16, 16),
+                         audio_features=torch.zeros(b, n + f, 1, 3))
+    clean = lat[:, :n].reshape(b * n, 4, 4, 4)
+    assert torch.equal(_stage2_motion_inputs(0.0, batch), clean)  # off: the paper's clean motion frames
+    noised = _stage2_motion_inputs(0.5, batch)
+    rms = (noised - clean).reshape(b, -1).pow(2).mean(dim=1).sqrt()  # per sample (its N frames share one level)
+    assert (rms < 0.5 * 1.35).all()  # levels are drawn from U(0, 0.5); 128 values per sample estimate each
+    assert rms.min() < 0.1 and rms.max() > 0.4  # and they differ between samples, some nearly clean
+    assert torch.equal(lat[:, :n].reshape(b * n, 4, 4, 4), clean)  # the batch itself is not modified
+
+
+def test_motion_noise_must_not_be_negative():
+    with pytest.raises(EMOError, match="motion_noise must be >= 0"):
+        load_config(TrainConfig, None, ["motion_noise=-0.1"]).validate()

@@ -145,6 +145,11 @@ class TrainConfig:
     # per sample, channel and frame, so the last steps' leftover image no longer gives away each frame's mean
     # colour; generation is unchanged. 0: off (the paper's plain Gaussian noise).
     noise_offset: float = 0.0
+    # Stages 2/3: the motion latents gain Gaussian noise of a per-sample std drawn from U(0, this), in the VAE's
+    # scaled latent units (std about 1), before the ReferenceNet reads them (noise augmentation of the motion
+    # frames, as Hallo2 does; SVD's conditioning augmentation): generation feeds back its own, imperfect frames,
+    # training clean ones. 0: off (the paper).
+    motion_noise: float = 0.0
     trainable: list[str] | None = None  # None = the stage's default groups (DEFAULT_TRAINABLE)
     force: bool = False  # allow a stage-k run from a model that has not finished stage k-1
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -190,7 +195,7 @@ class TrainConfig:
             raise EMOError(f"vae.loss must be l1 or l2, got {self.vae.loss!r}")
         for name, value in (("vae.crop_size", self.vae.crop_size), ("snr_gamma", self.snr_gamma),
                             ("mouth_loss_weight", self.mouth_loss_weight), ("face_loss_weight", self.face_loss_weight),
-                            ("noise_offset", self.noise_offset)):
+                            ("noise_offset", self.noise_offset), ("motion_noise", self.motion_noise)):
             if value < 0:
                 raise EMOError(f"{name} must be >= 0, got {value}")
         if self.optim.lr <= 0:

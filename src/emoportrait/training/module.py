@@ -66,7 +66,7 @@ class EMOTrainingModule(nn.Module):
     def __init__(self, unet, reference_unet, face_locator, audio_proj, speed_encoder, noise_scheduler, stage: str,
                  p_drop_reference: float = 0.0, p_drop_audio: float = 0.0, p_drop_motion: float = 0.0,
                  snr_gamma: float = 0.0, mouth_loss_weight: float = 0.0, shared_noise_ratio: float = 0.0,
-                 noise_offset: float = 0.0, face_loss_weight: float = 0.0):
+                 noise_offset: float = 0.0, face_loss_weight: float = 0.0, motion_noise: float = 0.0):
         super().__init__()
         self.unet = unet
         self.reference_unet = reference_unet
@@ -85,6 +85,7 @@ class EMOTrainingModule(nn.Module):
         self.face_loss_weight = face_loss_weight  # > 0: extra weight of the face locator's region (all stages)
         self.shared_noise_ratio = checked_ratio(shared_noise_ratio)  # the model's noise prior (models/noise.py)
         self.noise_offset = noise_offset  # > 0: offset noise, a training-only change (TrainConfig.noise_offset)
+        self.motion_noise = motion_noise  # > 0: Gaussian noise on the motion latents (TrainConfig.motion_noise)
 
     def _reference_features(self, latents: torch.Tensor) -> dict[str, torch.Tensor]:
         """ReferenceNet self-attention features of (B', C, h, w) latents; no graph when it is frozen."""
@@ -112,6 +113,9 @@ class EMOTrainingModule(nn.Module):
         if self.stage != "1":
             # ... motion frames through the ReferenceNet, zeroed with a small probability (first clip) ...
             m_lat = lat[:, :n].reshape(b * n, *lat.shape[2:])  # (B*N, C, h, w)
+            if self.motion_noise > 0:  # generation feeds back its own decoded and re-encoded frames, not clean ones
+                sigma = self.motion_noise * torch.rand(b, device=device, dtype=m_lat.dtype)  # one level per sample
+                m_lat = m_lat + sigma.repeat_interleave(n).view(-1, 1, 1, 1) * torch.randn_like(m_lat)
             motion = self._reference_features(m_lat)  # layer -> (B*N, L, C)
             drop_motion = (torch.rand(b, device=device) < self.p_drop_motion).repeat_interleave(n)
             motion = {k: _zero_where(v, drop_motion) for k, v in motion.items()}

@@ -101,7 +101,7 @@ def train(cfg: TrainConfig, init: str | Path, output_dir: str | Path, resume: st
         module = EMOTrainingModule(pipe.unet, pipe.reference_unet, pipe.face_locator, pipe.audio_proj, pipe.speed_encoder,
                                    noise_scheduler, cfg.stage, cfg.dropout.reference, cfg.dropout.audio, cfg.dropout.motion,
                                    cfg.snr_gamma, cfg.mouth_loss_weight, pipe.config.shared_noise_ratio, cfg.noise_offset,
-                                   cfg.face_loss_weight)
+                                   cfg.face_loss_weight, cfg.motion_noise)
         pipe.vae.requires_grad_(False).eval().to(accelerator.device)
         encoder = encoding_vae(pipe.vae, frozen_vae_dtype(cfg.vae_dtype, weight_dtype, pipe.vae))
         if weight_dtype != torch.bfloat16:  # one warning per run: under bf16 autocast it was given above
