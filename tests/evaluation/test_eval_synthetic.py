@@ -97,3 +97,15 @@ def test_motion_measures():
     assert synthetic.seam_ratio(smooth, 12) == pytest.approx(1.0, abs=0.3)
     assert synthetic.speed_error(np.array([1.0, 1.2, np.nan]), 0.5) == pytest.approx(0.6)
     assert synthetic.pearson(np.arange(5.0), np.arange(5.0)) is None  # too few frames
+
+
+def test_clip_hf_energy_is_the_jitter_of_each_clip():
+    rng = np.random.default_rng(0)
+    still = np.full((24, 32, 32, 3), 128, np.uint8)
+    video = still.copy()
+    video[12:] = np.clip(128 + rng.normal(0, 20, (12, 32, 32, 3)), 0, 255).astype(np.uint8)  # the second clip flickers
+    first, second = synthetic.clip_hf_energy(video, 12)
+    assert first < second / 3  # of the first clip's centred differences only the last reaches a flickering frame
+    assert second == pytest.approx(synthetic.temporal_hf_energy(video[11:]))  # frames 11-23: centred at 12-22
+    assert synthetic.clip_hf_energy(still, 12) == [0.0, 0.0]
+    assert synthetic.clip_hf_energy(still[:2], 12) == []

@@ -98,3 +98,27 @@ def test_missing_set_is_one_line(tmp_path, capsys, bad):
 
 def test_spread_picks_evenly():
     assert spread(list(range(10)), 3) == [0, 4, 9] and spread([1, 2], 5) == [1, 2] and spread([1, 2], None) == [1, 2]
+
+
+def test_several_long_videos_are_averaged_and_kept_one_by_one(world, tmp_path):
+    """`--long-videos 2`: two references spread over the set; the first video is the one-video check's."""
+    assert cli_main(["init", "--config", "tiny", "--out", str(tmp_path / "m")]) == 0
+
+    def run(videos: int, name: str) -> dict:
+        out = tmp_path / name
+        assert main(["--model", str(tmp_path / "m"), "--set", str(world), "--out", str(out), "--split", "all",
+                     "--checks", "long", "--long-seconds", "1.2", "--steps", "1", "--device", "cpu",
+                     "--long-videos", str(videos)]) == 0
+        return json.loads((out / "long.json").read_text())
+
+    one, two = run(1, "one"), run(2, "two")
+    clips = load_set(world, ("all",))
+    assert [v["reference"] for v in two["videos"]] == [clips[0].name, clips[-1].name]
+    assert (tmp_path / "two" / "videos" / "long_1.mp4").is_file()
+    assert two["videos"][0]["first_quarter"] == one["first_quarter"] == one["videos"][0]["first_quarter"]
+    for quarter in ("first_quarter", "last_quarter"):
+        jitters = [v[quarter]["jitter_hf"] for v in two["videos"]]
+        assert jitters[0] != jitters[1] and two[quarter]["jitter_hf"] == pytest.approx(np.mean(jitters))
+    growth = [v["last_quarter"]["jitter_hf"] / v["first_quarter"]["jitter_hf"] - 1 for v in two["videos"]]
+    assert two["jitter_growth"] == pytest.approx(np.mean(growth))
+    assert len(two["videos"][1]["clip_jitter"]) == 3  # 30 frames in clips of the tiny model's 12

@@ -8,9 +8,10 @@ Four checks, each generating with the model and measuring with the evaluation's 
   similarity to the reference is read against the ground-truth video's own.
 - `speed`: the same clips at several requested head speeds; the mean head speed measured in the
   generated frames (data.faces, as `speed_adherence`) should grow with the request.
-- `long`: one long video (default 20 s, the held-out clips' audio concatenated) from one
-  reference: jitter and identity similarity in the first vs the last quarter, and the clip-
-  boundary seam ratio over the whole video.
+- `long`: long videos (default one of 20 s, the held-out clips' audio concatenated) from one
+  reference each (`--long-videos K`: K references spread over the split): jitter and identity
+  similarity in the first vs the last quarter, and the clip-boundary seam ratio over the whole
+  video; with K > 1 the means over the videos, and each video's numbers and per-clip jitter.
 - `vae`: the lip-sync clips' ground truth encoded and decoded by the model's VAE, scored like the
   generated videos: the ceiling that any backbone decoding through this VAE can reach.
 
@@ -186,49 +187,83 @@ def check_speed(pipe, clips, work: Path, steps: int, max_frames: int | None, lev
             "flicker": flicker, "flicker_ground_truth": truth}
 
 
-def check_long(pipe, clips, work: Path, steps: int, seconds: float, log, seed: int = 0) -> dict:
-    """One long video: jitter and identity in the first vs last quarter, seams over the whole video."""
+def _long_audio(clips, start: int, seconds: float) -> np.ndarray:
+    """`seconds` of the clips' audio concatenated from clip `start` on (wrapping around)."""
+    from emoportrait.data.media import SAMPLE_RATE, read_audio
+
+    need = int(seconds * SAMPLE_RATE)
+    parts, total, k = [], 0, start
+    while total < need:
+        if k - start == len(clips) and total == 0:
+            raise EMOError("the long check's clips have no audio")
+        parts.append(read_audio(clips[k % len(clips)].video))
+        total += len(parts[-1])
+        k += 1
+    return np.concatenate(parts)[:need]
+
+
+def check_long(pipe, clips, work: Path, steps: int, seconds: float, log, seed: int = 0, videos: int = 1) -> dict:
+    """Long videos: jitter and identity in the first vs last quarter, seams over the whole video.
+
+    Video k starts at the k-th of `videos` clips spread over the set: that clip's first frame is the
+    reference, the audio is the clips' own from it on. One video's first-vs-last-quarter jitter moves
+    with the generation noise as much as with any model change (docs/experiments.md), so with several
+    the top-level numbers are the means over the videos and `videos` keeps each one's.
+    """
     import torch
 
     from emoportrait.atomic import atomic_path
     from emoportrait.data.faces import FaceAnalyzer, FaceDetector
-    from emoportrait.data.media import FPS, SAMPLE_RATE, VideoWriter, read_audio, read_video
+    from emoportrait.data.media import FPS, SAMPLE_RATE, VideoWriter, read_video
     from emoportrait.demo import contact_sheet
     from emoportrait.evaluation import fsim, synthetic
 
-    need = int(seconds * SAMPLE_RATE)
-    parts, total = [], 0
-    for clip in clips * (1 + need // max(1, SAMPLE_RATE)):  # enough clips to fill the duration
-        a = read_audio(clip.video)
-        parts.append(a)
-        total += len(a)
-        if total >= need:
-            break
-    audio = np.concatenate(parts)[:need]
-    reference = read_video(clips[0].video, max_frames=1)[0]
-    with FaceDetector() as det:
-        ref_box = det.detect(reference)
-    if ref_box is None:
-        raise EMOError(f"{clips[0].name}: no face in the reference frame")
-    path = work / "long.mp4"
-    log(f"long: generating {seconds:g} s from {clips[0].name}")
-    with VideoWriter(path, fps=FPS, audio=audio, sample_rate=SAMPLE_RATE) as writer:
-        for frame in pipe.iter_frames(reference, audio, num_inference_steps=steps, face_box=ref_box,
-                                      generator=torch.Generator().manual_seed(seed)):
-            writer.write(frame)
-    frames = read_video(path)
-    with FaceAnalyzer() as analyzer:
-        track = analyzer.analyze_frames(frames)
+    if videos < 1:
+        raise EMOError(f"--long-videos must be at least 1, got {videos}")
+    starts = spread(list(range(len(clips))), videos)
     embedder, center = fsim.FaceEmbedder(), synthetic.load_identity_center()
-    ref_desc = embedder.embed(reference, ref_box)
-    out = {"frames": len(frames), "seconds": len(frames) / FPS, "face_found": float(track.found.mean()),
-           "seam": synthetic.seam_ratio(frames, int(pipe.num_frames))}
-    for name, sl in zip(("first_quarter", "last_quarter"), quarters(len(frames))):
-        descs = fsim.descriptors(embedder, frames[sl], track.boxes[sl], every=5)
-        out[name] = {"jitter_hf": synthetic.temporal_hf_energy(frames[sl]),
-                     "identity_sim": fsim.mean_similarity(descs, ref_desc, center)}
-    with atomic_path(work.parent / "long_sheet.png") as tmp:
-        contact_sheet(reference, frames, columns=10).save(tmp, format="PNG")
+    per_video = []
+    for k, start in enumerate(starts):
+        audio = _long_audio(clips, start, seconds)
+        reference = read_video(clips[start].video, max_frames=1)[0]
+        with FaceDetector() as det:
+            ref_box = det.detect(reference)
+        if ref_box is None:
+            raise EMOError(f"{clips[start].name}: no face in the reference frame")
+        path = work / ("long.mp4" if k == 0 else f"long_{k}.mp4")
+        log(f"long: generating {seconds:g} s from {clips[start].name} ({k + 1}/{len(starts)})")
+        with VideoWriter(path, fps=FPS, audio=audio, sample_rate=SAMPLE_RATE) as writer:
+            for frame in pipe.iter_frames(reference, audio, num_inference_steps=steps, face_box=ref_box,
+                                          generator=torch.Generator().manual_seed(seed)):
+                writer.write(frame)
+        frames = read_video(path)
+        with FaceAnalyzer() as analyzer:
+            track = analyzer.analyze_frames(frames)
+        ref_desc = embedder.embed(reference, ref_box)
+        one = {"reference": clips[start].name, "frames": len(frames), "face_found": float(track.found.mean()),
+               "seam": synthetic.seam_ratio(frames, int(pipe.num_frames))}
+        for name, sl in zip(("first_quarter", "last_quarter"), quarters(len(frames))):
+            descs = fsim.descriptors(embedder, frames[sl], track.boxes[sl], every=5)
+            one[name] = {"jitter_hf": synthetic.temporal_hf_energy(frames[sl]),
+                         "identity_sim": fsim.mean_similarity(descs, ref_desc, center)}
+        first, last = one["first_quarter"]["jitter_hf"], one["last_quarter"]["jitter_hf"]
+        one["jitter_growth"] = last / first - 1.0 if first and last is not None else None
+        one["clip_jitter"] = synthetic.clip_hf_energy(frames, int(pipe.num_frames))
+        per_video.append(one)
+        if k == 0:
+            with atomic_path(work.parent / "long_sheet.png") as tmp:
+                contact_sheet(reference, frames, columns=10).save(tmp, format="PNG")
+
+    def mean(values):
+        values = [v for v in values if v is not None]
+        return float(np.mean(values)) if values else None
+
+    out = {"frames": per_video[0]["frames"], "seconds": per_video[0]["frames"] / FPS,
+           "face_found": mean(v["face_found"] for v in per_video), "seam": mean(v["seam"] for v in per_video)}
+    for name in ("first_quarter", "last_quarter"):
+        out[name] = {key: mean(v[name][key] for v in per_video) for key in ("jitter_hf", "identity_sim")}
+    out["jitter_growth"] = mean(v["jitter_growth"] for v in per_video)
+    out["videos"] = per_video
     return out
 
 
@@ -250,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speed-clips", type=int, default=4, help="clips per speed level, spread over the split")
     p.add_argument("--max-frames", type=int, default=100, help="frames per clip (lipsync, speed)")
     p.add_argument("--long-seconds", type=float, default=20.0)
+    p.add_argument("--long-videos", type=int, default=1,
+                   help="long videos, from references spread over the split (default 1); numbers are their means")
     p.add_argument("--steps", type=int, default=20, help="DDIM steps")
     p.add_argument("--seed", type=int, default=0,
                    help="the generation noise's seed; another seed tells generation noise from a model's difference")
@@ -292,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
             elif check == "vae":
                 result = check_vae(pipe, spread(clips, args.clips), args.set, work, splits, args.max_frames, log)
             else:
-                result = check_long(pipe, clips, work, args.steps, args.long_seconds, log, args.seed)
+                result = check_long(pipe, clips, work, args.steps, args.long_seconds, log, args.seed,
+                                    args.long_videos)
             if check != "vae":  # the scales and the seed the videos were generated with
                 result["guidance"] = {"ref": pipe.config.guidance_scale_ref, "audio": pipe.config.guidance_scale_audio}
                 result["seed"] = args.seed

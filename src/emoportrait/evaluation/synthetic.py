@@ -149,6 +149,16 @@ def temporal_hf_energy(frames: np.ndarray) -> float | None:
     return float(np.sqrt(np.mean((g[2:] - 2 * g[1:-1] + g[:-2]) ** 2)))
 
 
+def clip_hf_energy(frames: np.ndarray, clip_frames: int) -> list[float]:
+    """`temporal_hf_energy` of each clip_frames-long clip of a long video (second differences centred in it)."""
+    if len(frames) < 3 or clip_frames < 2:
+        return []
+    g = _grey_small(frames)
+    d2 = ((g[2:] - 2 * g[1:-1] + g[:-2]) ** 2).reshape(len(g) - 2, -1).mean(axis=1)  # centred at t = 1..T-2
+    clip = np.arange(1, len(g) - 1) // clip_frames
+    return [float(np.sqrt(d2[clip == k].mean())) for k in range(int(clip.max()) + 1)]
+
+
 def seam_ratio(frames: np.ndarray, clip_frames: int) -> float | None:
     """Mean |x[t] - x[t-1]| at clip boundaries (t = k * clip_frames) / the mean elsewhere."""
     if clip_frames < 2 or len(frames) <= clip_frames + 1:
