@@ -117,8 +117,12 @@ def main() -> None:
     measured = sp.get("measured", {})
     lines.append("| head speed measured at requested " + ", ".join(f"{k}" for k in measured) + " deg/frame | "
                  + ", ".join(_f(v) for v in measured.values()) + f" (monotonic: {sp.get('monotonic')}) | increasing |")
-    lines += [f"| {lg.get('seconds', 0):.0f} s video: jitter (HF energy) first / last quarter | "
-              f"{_f(q1.get('jitter_hf'), 4)} / {_f(q4.get('jitter_hf'), 4)} | no growth |",
+    n_long = len(lg.get("videos", [])) or 1
+    each = "; per video " + ", ".join(f"{100 * v['jitter_growth']:+.0f} %" for v in lg["videos"]
+                                     if v.get("jitter_growth") is not None) if n_long > 1 else ""
+    lines += [f"| {lg.get('seconds', 0):.0f} s video ({'mean of ' + str(n_long) + ' videos' if n_long > 1 else 'one video'}): "
+              f"jitter (HF energy) first / last quarter | "
+              f"{_f(q1.get('jitter_hf'), 4)} / {_f(q4.get('jitter_hf'), 4)}{each} | no growth |",
               f"| {lg.get('seconds', 0):.0f} s video: identity similarity first / last quarter | "
               f"{_f(q1.get('identity_sim'))} / {_f(q4.get('identity_sim'))} | no drift |",
               f"| {lg.get('seconds', 0):.0f} s video: seam ratio (boundary / within-clip change) | {_f(lg.get('seam'))} | <= 1.5 |",

@@ -114,6 +114,7 @@ def test_several_long_videos_are_averaged_and_kept_one_by_one(world, tmp_path):
     one, two = run(1, "one"), run(2, "two")
     clips = load_set(world, ("all",))
     assert [v["reference"] for v in two["videos"]] == [clips[0].name, clips[-1].name]
+    assert [v["seed"] for v in two["videos"]] == [0, 1]  # video k at seed + k: the videos' noise is not shared
     assert (tmp_path / "two" / "videos" / "long_1.mp4").is_file()
     assert two["videos"][0]["first_quarter"] == one["first_quarter"] == one["videos"][0]["first_quarter"]
     for quarter in ("first_quarter", "last_quarter"):

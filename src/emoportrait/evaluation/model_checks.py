@@ -206,9 +206,11 @@ def check_long(pipe, clips, work: Path, steps: int, seconds: float, log, seed: i
     """Long videos: jitter and identity in the first vs last quarter, seams over the whole video.
 
     Video k starts at the k-th of `videos` clips spread over the set: that clip's first frame is the
-    reference, the audio is the clips' own from it on. One video's first-vs-last-quarter jitter moves
-    with the generation noise as much as with any model change (docs/experiments.md), so with several
-    the top-level numbers are the means over the videos and `videos` keeps each one's.
+    reference, the audio is the clips' own from it on, the noise is seed + k's (under one seed all
+    videos' per-clip jitter follows one pattern: the noise sets it more than the content does). One
+    video's first-vs-last-quarter jitter moves with the generation noise as much as with a model
+    change (docs/experiments.md), so with several the top-level numbers are the means over the
+    videos and `videos` keeps each one's.
     """
     import torch
 
@@ -234,14 +236,14 @@ def check_long(pipe, clips, work: Path, steps: int, seconds: float, log, seed: i
         log(f"long: generating {seconds:g} s from {clips[start].name} ({k + 1}/{len(starts)})")
         with VideoWriter(path, fps=FPS, audio=audio, sample_rate=SAMPLE_RATE) as writer:
             for frame in pipe.iter_frames(reference, audio, num_inference_steps=steps, face_box=ref_box,
-                                          generator=torch.Generator().manual_seed(seed)):
+                                          generator=torch.Generator().manual_seed(seed + k)):
                 writer.write(frame)
         frames = read_video(path)
         with FaceAnalyzer() as analyzer:
             track = analyzer.analyze_frames(frames)
         ref_desc = embedder.embed(reference, ref_box)
-        one = {"reference": clips[start].name, "frames": len(frames), "face_found": float(track.found.mean()),
-               "seam": synthetic.seam_ratio(frames, int(pipe.num_frames))}
+        one = {"reference": clips[start].name, "seed": seed + k, "frames": len(frames),
+               "face_found": float(track.found.mean()), "seam": synthetic.seam_ratio(frames, int(pipe.num_frames))}
         for name, sl in zip(("first_quarter", "last_quarter"), quarters(len(frames))):
             descs = fsim.descriptors(embedder, frames[sl], track.boxes[sl], every=5)
             one[name] = {"jitter_hf": synthetic.temporal_hf_energy(frames[sl]),
