@@ -123,3 +123,19 @@ def test_several_long_videos_are_averaged_and_kept_one_by_one(world, tmp_path):
     growth = [v["last_quarter"]["jitter_hf"] / v["first_quarter"]["jitter_hf"] - 1 for v in two["videos"]]
     assert two["jitter_growth"] == pytest.approx(np.mean(growth))
     assert len(two["videos"][1]["clip_jitter"]) == 3  # 30 frames in clips of the tiny model's 12
+
+
+def test_the_long_control_is_the_same_video_without_motion_frames(world, tmp_path):
+    from emoportrait.data.media import read_video
+
+    assert cli_main(["init", "--config", "tiny", "--out", str(tmp_path / "m")]) == 0
+    out = tmp_path / "checks"
+    assert main(["--model", str(tmp_path / "m"), "--set", str(world), "--out", str(out), "--split", "all",
+                 "--checks", "long", "--long-seconds", "1.2", "--steps", "1", "--device", "cpu", "--long-control"]) == 0
+    long = json.loads((out / "long.json").read_text())
+    one = long["videos"][0]
+    assert one["jitter_drift"] == pytest.approx(one["jitter_growth"] - one["no_motion"]["jitter_growth"])
+    assert long["jitter_drift"] == pytest.approx(one["jitter_drift"])
+    carried, alone = (read_video(out / "videos" / f).astype(float) for f in ("long.mp4", "long_no_motion.mp4"))
+    assert np.abs(carried[:12] - alone[:12]).mean() < 1.0  # the first clip has no motion frames either way
+    assert np.abs(carried[12:] - alone[12:]).mean() > np.abs(carried[:12] - alone[:12]).mean()

@@ -345,3 +345,17 @@ def test_audio_encoded_in_bounded_windows(tiny_pipe):
         handle.remove()
     assert max(calls) <= 12 + 2 * 4 and len(calls) == 5  # 12-frame windows, 4 frames of context each side
     torch.testing.assert_close(windowed, whole, atol=1e-4, rtol=1e-4)  # local features: same tokens
+
+
+def test_without_motion_frames_every_clip_is_generated_as_the_first(tiny_pipe, face_mask64):
+    audio = speech_like(0.4)  # 10 frames: 3 clips
+    ref_spy = Spy(tiny_pipe.reference_unet, tiny_pipe)
+    try:
+        alone = run(tiny_pipe, audio, face_mask64, seed=2, motion_frames=False)
+    finally:
+        ref_spy.remove()
+    assert [c["batch"] for c in ref_spy.calls] == [1, 1, 1]  # the reference only, in every clip
+    carried = run(tiny_pipe, audio, face_mask64, seed=2)
+    f = tiny_pipe.num_frames
+    assert np.array_equal(alone[:, :f], carried[:, :f])  # the first clip never has motion frames
+    assert np.abs(alone[:, f:] - carried[:, f:]).mean() > 1e-4  # later clips lose what was carried

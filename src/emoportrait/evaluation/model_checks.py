@@ -202,7 +202,13 @@ def _long_audio(clips, start: int, seconds: float) -> np.ndarray:
     return np.concatenate(parts)[:need]
 
 
-def check_long(pipe, clips, work: Path, steps: int, seconds: float, log, seed: int = 0, videos: int = 1) -> dict:
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def check_long(pipe, clips, work: Path, steps: int, seconds: float, log, seed: int = 0, videos: int = 1,
+               control: bool = False) -> dict:
     """Long videos: jitter and identity in the first vs last quarter, seams over the whole video.
 
     Video k starts at the k-th of `videos` clips spread over the set: that clip's first frame is the
@@ -210,7 +216,9 @@ def check_long(pipe, clips, work: Path, steps: int, seconds: float, log, seed: i
     videos' per-clip jitter follows one pattern: the noise sets it more than the content does). One
     video's first-vs-last-quarter jitter moves with the generation noise as much as with a model
     change (docs/experiments.md), so with several the top-level numbers are the means over the
-    videos and `videos` keeps each one's.
+    videos and `videos` keeps each one's. With `control` each video is generated a second time
+    without motion frames (every clip as the first; nothing can be carried from clip to clip):
+    `jitter_drift` = growth - that control's growth is the part the clip-to-clip feedback adds.
     """
     import torch
 
@@ -222,8 +230,29 @@ def check_long(pipe, clips, work: Path, steps: int, seconds: float, log, seed: i
 
     if videos < 1:
         raise EMOError(f"--long-videos must be at least 1, got {videos}")
-    starts = spread(list(range(len(clips))), videos)
     embedder, center = fsim.FaceEmbedder(), synthetic.load_identity_center()
+
+    def generate(path: Path, reference, ref_box, audio, seed_k: int, motion_frames: bool) -> tuple[np.ndarray, dict]:
+        with VideoWriter(path, fps=FPS, audio=audio, sample_rate=SAMPLE_RATE) as writer:
+            for frame in pipe.iter_frames(reference, audio, num_inference_steps=steps, face_box=ref_box,
+                                          generator=torch.Generator().manual_seed(seed_k), motion_frames=motion_frames):
+                writer.write(frame)
+        frames = read_video(path)
+        with FaceAnalyzer() as analyzer:
+            track = analyzer.analyze_frames(frames)
+        ref_desc = embedder.embed(reference, ref_box)
+        one = {"frames": len(frames), "face_found": float(track.found.mean()),
+               "seam": synthetic.seam_ratio(frames, int(pipe.num_frames))}
+        for name, sl in zip(("first_quarter", "last_quarter"), quarters(len(frames))):
+            descs = fsim.descriptors(embedder, frames[sl], track.boxes[sl], every=5)
+            one[name] = {"jitter_hf": synthetic.temporal_hf_energy(frames[sl]),
+                         "identity_sim": fsim.mean_similarity(descs, ref_desc, center)}
+        first, last = one["first_quarter"]["jitter_hf"], one["last_quarter"]["jitter_hf"]
+        one["jitter_growth"] = last / first - 1.0 if first and last is not None else None
+        one["clip_jitter"] = synthetic.clip_hf_energy(frames, int(pipe.num_frames))
+        return frames, one
+
+    starts = spread(list(range(len(clips))), videos)
     per_video = []
     for k, start in enumerate(starts):
         audio = _long_audio(clips, start, seconds)
@@ -232,39 +261,29 @@ def check_long(pipe, clips, work: Path, steps: int, seconds: float, log, seed: i
             ref_box = det.detect(reference)
         if ref_box is None:
             raise EMOError(f"{clips[start].name}: no face in the reference frame")
-        path = work / ("long.mp4" if k == 0 else f"long_{k}.mp4")
         log(f"long: generating {seconds:g} s from {clips[start].name} ({k + 1}/{len(starts)})")
-        with VideoWriter(path, fps=FPS, audio=audio, sample_rate=SAMPLE_RATE) as writer:
-            for frame in pipe.iter_frames(reference, audio, num_inference_steps=steps, face_box=ref_box,
-                                          generator=torch.Generator().manual_seed(seed + k)):
-                writer.write(frame)
-        frames = read_video(path)
-        with FaceAnalyzer() as analyzer:
-            track = analyzer.analyze_frames(frames)
-        ref_desc = embedder.embed(reference, ref_box)
-        one = {"reference": clips[start].name, "seed": seed + k, "frames": len(frames),
-               "face_found": float(track.found.mean()), "seam": synthetic.seam_ratio(frames, int(pipe.num_frames))}
-        for name, sl in zip(("first_quarter", "last_quarter"), quarters(len(frames))):
-            descs = fsim.descriptors(embedder, frames[sl], track.boxes[sl], every=5)
-            one[name] = {"jitter_hf": synthetic.temporal_hf_energy(frames[sl]),
-                         "identity_sim": fsim.mean_similarity(descs, ref_desc, center)}
-        first, last = one["first_quarter"]["jitter_hf"], one["last_quarter"]["jitter_hf"]
-        one["jitter_growth"] = last / first - 1.0 if first and last is not None else None
-        one["clip_jitter"] = synthetic.clip_hf_energy(frames, int(pipe.num_frames))
+        name = "long" if k == 0 else f"long_{k}"
+        frames, one = generate(work / f"{name}.mp4", reference, ref_box, audio, seed + k, True)
+        one = {"reference": clips[start].name, "seed": seed + k, **one}
+        if control:
+            log(f"long: the same without motion frames ({k + 1}/{len(starts)})")
+            _, one["no_motion"] = generate(work / f"{name}_no_motion.mp4", reference, ref_box, audio, seed + k, False)
+            g, g0 = one["jitter_growth"], one["no_motion"]["jitter_growth"]
+            one["jitter_drift"] = g - g0 if g is not None and g0 is not None else None
         per_video.append(one)
         if k == 0:
             with atomic_path(work.parent / "long_sheet.png") as tmp:
                 contact_sheet(reference, frames, columns=10).save(tmp, format="PNG")
 
-    def mean(values):
-        values = [v for v in values if v is not None]
-        return float(np.mean(values)) if values else None
-
     out = {"frames": per_video[0]["frames"], "seconds": per_video[0]["frames"] / FPS,
-           "face_found": mean(v["face_found"] for v in per_video), "seam": mean(v["seam"] for v in per_video)}
+           "face_found": _mean(v["face_found"] for v in per_video), "seam": _mean(v["seam"] for v in per_video)}
     for name in ("first_quarter", "last_quarter"):
-        out[name] = {key: mean(v[name][key] for v in per_video) for key in ("jitter_hf", "identity_sim")}
-    out["jitter_growth"] = mean(v["jitter_growth"] for v in per_video)
+        out[name] = {key: _mean(v[name][key] for v in per_video) for key in ("jitter_hf", "identity_sim")}
+    out["jitter_growth"] = _mean(v["jitter_growth"] for v in per_video)
+    if control:
+        out["jitter_growth_no_motion"] = _mean(v["no_motion"]["jitter_growth"] for v in per_video)
+        out["seam_no_motion"] = _mean(v["no_motion"]["seam"] for v in per_video)
+        out["jitter_drift"] = _mean(v["jitter_drift"] for v in per_video)
     out["videos"] = per_video
     return out
 
@@ -289,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--long-seconds", type=float, default=20.0)
     p.add_argument("--long-videos", type=int, default=1,
                    help="long videos, from references spread over the split (default 1); numbers are their means")
+    p.add_argument("--long-control", action="store_true",
+                   help="also generate each long video without motion frames: its jitter growth minus that "
+                        "control's is the drift carried from clip to clip (doubles the long check's time)")
     p.add_argument("--steps", type=int, default=20, help="DDIM steps")
     p.add_argument("--seed", type=int, default=0,
                    help="the generation noise's seed; another seed tells generation noise from a model's difference")
@@ -332,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
                 result = check_vae(pipe, spread(clips, args.clips), args.set, work, splits, args.max_frames, log)
             else:
                 result = check_long(pipe, clips, work, args.steps, args.long_seconds, log, args.seed,
-                                    args.long_videos)
+                                    args.long_videos, args.long_control)
             if check != "vae":  # the scales and the seed the videos were generated with
                 result["guidance"] = {"ref": pipe.config.guidance_scale_ref, "audio": pipe.config.guidance_scale_audio}
                 result["seed"] = args.seed

@@ -343,13 +343,15 @@ class EMOPipeline(DiffusionPipeline):
 
     def _iter_clips(self, inputs: GenerationInputs, num_inference_steps, guidance_scale_ref, guidance_scale_audio,
                     generator, eta, decode: bool, decode_chunk_size, callback_on_step_end,
-                    callback_on_step_end_tensor_inputs) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+                    callback_on_step_end_tensor_inputs,
+                    motion_frames: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """Generate clip after clip; yields (latents (1, C, f, h, w), video (1, 3, f, S, S) or None).
 
         The last clip is trimmed so the frames total `inputs.num_frames`. The last N frames of each
-        clip, re-encoded with the VAE, are the next clip's motion frames (paper 3.2).
+        clip, re-encoded with the VAE, are the next clip's motion frames (paper 3.2); without
+        `motion_frames` every clip is generated as the first one is, with none.
         """
-        f, n = self.num_frames, self.num_motion_frames
+        f, n = self.num_frames, self.num_motion_frames if motion_frames else 0
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
         self._num_clips, self._interrupt = inputs.num_clips, False
         motion_latents, self._shared_noise = None, None  # zero motion frames for the first clip; a new video's noise
@@ -400,6 +402,7 @@ class EMOPipeline(DiffusionPipeline):
         decode_chunk_size: int = 16,
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+        motion_frames: bool = True,
     ) -> EMOPipelineOutput | tuple:
         r"""Generate the video for one portrait and one audio, as long as the audio (25 fps).
 
@@ -423,6 +426,9 @@ class EMOPipeline(DiffusionPipeline):
             callback_on_step_end: `fn(pipe, step, timestep, callback_kwargs) -> dict`, called after
                 every denoising step of every clip (`pipe.clip_index` tells the clip).
             callback_on_step_end_tensor_inputs: tensors passed in `callback_kwargs` ("latents").
+            motion_frames: feed each clip's last N frames to the next clip (paper 3.2). False generates
+                every clip as the first, without motion frames: an ablation, and the control that tells
+                a long video's drift (carried from clip to clip) from what its audio does.
 
         Returns:
             `EMOPipelineOutput` with `frames`, or `(frames,)` when `return_dict` is False.
@@ -440,7 +446,7 @@ class EMOPipeline(DiffusionPipeline):
         chunks = []
         for latents, video in self._iter_clips(inputs, num_inference_steps, guidance_scale_ref, guidance_scale_audio,
                                                generator, eta, decode, decode_chunk_size, callback_on_step_end,
-                                               list(callback_on_step_end_tensor_inputs)):
+                                               list(callback_on_step_end_tensor_inputs), motion_frames):
             chunks.append(latents if not decode else (video.cpu() + 1.0) / 2.0)  # video in [0, 1]
 
         # 9. Post-process
@@ -473,6 +479,7 @@ class EMOPipeline(DiffusionPipeline):
         face_box=None,
         decode_chunk_size: int = 16,
         callback_on_step_end: Callable | None = None,
+        motion_frames: bool = True,
     ) -> Iterator[np.ndarray]:
         """Stream the video as (S, S, 3) uint8 RGB frames, clip by clip (memory bounded by one clip).
 
@@ -483,7 +490,8 @@ class EMOPipeline(DiffusionPipeline):
         self.check_inputs(num_inference_steps, guidance_scale_ref, guidance_scale_audio, "np", decode_chunk_size, [])
         inputs = self.prepare_inputs(image, audio, speed=self._resolve_speed(speed), face_mask=face_mask, face_box=face_box)
         for _, video in self._iter_clips(inputs, num_inference_steps, guidance_scale_ref, guidance_scale_audio,
-                                         generator, eta, True, decode_chunk_size, callback_on_step_end, ["latents"]):
+                                         generator, eta, True, decode_chunk_size, callback_on_step_end, ["latents"],
+                                         motion_frames):
             yield from to_uint8(((video.cpu() + 1.0) / 2.0)[0].permute(1, 0, 2, 3))
         self.maybe_free_model_hooks()
 
