@@ -79,6 +79,12 @@ def mouth_change(vowel: np.ndarray, silence: np.ndarray, box) -> tuple[float, fl
     return float(change[mouth].mean()), float(change[~mouth].mean())
 
 
+def _mean(values) -> float | None:
+    """The mean of the values that are not None; None when there are none."""
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
 def _evaluate(world: Path, videos: Path, splits, clip_frames: int, max_frames: int | None):
     from emoportrait.evaluation.runner import EvalOptions, evaluate_set
 
@@ -159,10 +165,6 @@ def check_speed(pipe, clips, work: Path, steps: int, max_frames: int | None, lev
     from emoportrait.evaluation.generation import generate_for_set
     from emoportrait.evaluation.synthetic import temporal_hf_energy
 
-    def mean(values):
-        values = [v for v in values if v is not None]
-        return float(np.mean(values)) if values else None
-
     measured, flicker = {}, {}
     with FaceAnalyzer() as analyzer:
         for level in levels:
@@ -179,10 +181,10 @@ def check_speed(pipe, clips, work: Path, steps: int, max_frames: int | None, lev
                     track = analyzer.analyze_frames(frames)
                     if track.found.sum() >= 2:
                         speeds.append(float(np.mean(track.speed[track.found])))
-            measured[f"{level:g}"], flicker[f"{level:g}"] = mean(speeds), mean(jitters)
+            measured[f"{level:g}"], flicker[f"{level:g}"] = _mean(speeds), _mean(jitters)
     values = [measured[f"{lv:g}"] for lv in levels]
     monotonic = all(v is not None for v in values) and all(b > a for a, b in zip(values, values[1:]))
-    truth = mean(temporal_hf_energy(read_video(c.video, max_frames=max_frames)) for c in clips)
+    truth = _mean(temporal_hf_energy(read_video(c.video, max_frames=max_frames)) for c in clips)
     return {"requested": list(levels), "measured": measured, "monotonic": monotonic, "clips": len(clips),
             "flicker": flicker, "flicker_ground_truth": truth}
 
@@ -200,11 +202,6 @@ def _long_audio(clips, start: int, seconds: float) -> np.ndarray:
         total += len(parts[-1])
         k += 1
     return np.concatenate(parts)[:need]
-
-
-def _mean(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return float(np.mean(values)) if values else None
 
 
 def check_long(pipe, clips, work: Path, steps: int, seconds: float, log, seed: int = 0, videos: int = 1,

@@ -141,21 +141,25 @@ def _grey_small(frames: np.ndarray, side: int = 64) -> np.ndarray:
                                 interpolation=cv2.INTER_AREA) for f in frames]).astype(np.float64) / 255.0
 
 
+def _second_differences_squared(frames: np.ndarray) -> np.ndarray:
+    """(x[t+1] - 2 x[t] + x[t-1])^2 of the grey 64x64 frames, centred at t = 1..T-2: (T-2, 64, 64)."""
+    g = _grey_small(frames)
+    return (g[2:] - 2 * g[1:-1] + g[:-2]) ** 2
+
+
 def temporal_hf_energy(frames: np.ndarray) -> float | None:
     """RMS of x[t+1] - 2 x[t] + x[t-1] over (T, H, W, 3) frames (grey, 64x64); None below 3 frames."""
     if len(frames) < 3:
         return None
-    g = _grey_small(frames)
-    return float(np.sqrt(np.mean((g[2:] - 2 * g[1:-1] + g[:-2]) ** 2)))
+    return float(np.sqrt(np.mean(_second_differences_squared(frames))))
 
 
 def clip_hf_energy(frames: np.ndarray, clip_frames: int) -> list[float]:
     """`temporal_hf_energy` of each clip_frames-long clip of a long video (second differences centred in it)."""
     if len(frames) < 3 or clip_frames < 2:
         return []
-    g = _grey_small(frames)
-    d2 = ((g[2:] - 2 * g[1:-1] + g[:-2]) ** 2).reshape(len(g) - 2, -1).mean(axis=1)  # centred at t = 1..T-2
-    clip = np.arange(1, len(g) - 1) // clip_frames
+    d2 = _second_differences_squared(frames).reshape(len(frames) - 2, -1).mean(axis=1)  # centred at t = 1..T-2
+    clip = np.arange(1, len(frames) - 1) // clip_frames
     return [float(np.sqrt(d2[clip == k].mean())) for k in range(int(clip.max()) + 1)]
 
 
