@@ -122,6 +122,9 @@ def test_several_long_videos_are_averaged_and_kept_one_by_one(world, tmp_path):
         assert jitters[0] != jitters[1] and two[quarter]["jitter_hf"] == pytest.approx(np.mean(jitters))
     growth = [v["last_quarter"]["jitter_hf"] / v["first_quarter"]["jitter_hf"] - 1 for v in two["videos"]]
     assert two["jitter_growth"] == pytest.approx(np.mean(growth))
+    assert two["jitter_growth_sem"] == pytest.approx(abs(growth[0] - growth[1]) / 2)  # std (ddof 1) / sqrt(2)
+    assert one["jitter_growth_sem"] is None and one["seam_max"] == one["seam"]
+    assert two["seam_max"] == max(v["seam"] for v in two["videos"])
     assert len(two["videos"][1]["clip_jitter"]) == 3  # 30 frames in clips of the tiny model's 12
 
 
@@ -136,6 +139,7 @@ def test_the_long_control_is_the_same_video_without_motion_frames(world, tmp_pat
     one = long["videos"][0]
     assert one["jitter_drift"] == pytest.approx(one["jitter_growth"] - one["no_motion"]["jitter_growth"])
     assert long["jitter_drift"] == pytest.approx(one["jitter_drift"])
+    assert long["jitter_drift_sem"] is None  # one video: no spread to read
     carried, alone = (read_video(out / "videos" / f).astype(float) for f in ("long.mp4", "long_no_motion.mp4"))
     assert np.abs(carried[:12] - alone[:12]).mean() < 1.0  # the first clip has no motion frames either way
     assert np.abs(carried[12:] - alone[12:]).mean() > np.abs(carried[:12] - alone[:12]).mean()

@@ -85,6 +85,12 @@ def _mean(values) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def _sem(values) -> float | None:
+    """The standard error of the mean of the values that are not None (sample std / sqrt(n)); None below two."""
+    values = [v for v in values if v is not None]
+    return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
+
+
 def _evaluate(world: Path, videos: Path, splits, clip_frames: int, max_frames: int | None):
     from emoportrait.evaluation.runner import EvalOptions, evaluate_set
 
@@ -277,10 +283,14 @@ def check_long(pipe, clips, work: Path, steps: int, seconds: float, log, seed: i
     for name in ("first_quarter", "last_quarter"):
         out[name] = {key: _mean(v[name][key] for v in per_video) for key in ("jitter_hf", "identity_sim")}
     out["jitter_growth"] = _mean(v["jitter_growth"] for v in per_video)
+    # Standard errors over the videos (None for one): one video's growth moves by about +-10 points with its noise.
+    out["jitter_growth_sem"], out["seam_sem"] = (_sem(v[k] for v in per_video) for k in ("jitter_growth", "seam"))
+    out["seam_max"] = max((v["seam"] for v in per_video if v["seam"] is not None), default=None)
     if control:
         out["jitter_growth_no_motion"] = _mean(v["no_motion"]["jitter_growth"] for v in per_video)
         out["seam_no_motion"] = _mean(v["no_motion"]["seam"] for v in per_video)
         out["jitter_drift"] = _mean(v["jitter_drift"] for v in per_video)
+        out["jitter_drift_sem"] = _sem(v["jitter_drift"] for v in per_video)
     out["videos"] = per_video
     return out
 
