@@ -120,12 +120,15 @@ def main() -> None:
     n_long = len(lg.get("videos", [])) or 1
     each = "; per video " + ", ".join(f"{100 * v['jitter_growth']:+.0f} %" for v in lg["videos"]
                                      if v.get("jitter_growth") is not None) if n_long > 1 else ""
+    if lg.get("jitter_growth_sem") is not None:  # the mean growth with its standard error over the videos
+        each = f": {100 * lg['jitter_growth']:+.1f} % +- {100 * lg['jitter_growth_sem']:.1f} (s.e.){each}"
+    seam_max = f" (largest video {_f(lg['seam_max'])})" if n_long > 1 and lg.get("seam_max") is not None else ""
     lines += [f"| {lg.get('seconds', 0):.0f} s video ({'mean of ' + str(n_long) + ' videos' if n_long > 1 else 'one video'}): "
               f"jitter (HF energy) first / last quarter | "
               f"{_f(q1.get('jitter_hf'), 4)} / {_f(q4.get('jitter_hf'), 4)}{each} | no growth |",
               f"| {lg.get('seconds', 0):.0f} s video: identity similarity first / last quarter | "
               f"{_f(q1.get('identity_sim'))} / {_f(q4.get('identity_sim'))} | no drift |",
-              f"| {lg.get('seconds', 0):.0f} s video: seam ratio (boundary / within-clip change) | {_f(lg.get('seam'))} | <= 1.5 |",
+              f"| {lg.get('seconds', 0):.0f} s video: seam ratio (boundary / within-clip change) | {_f(lg.get('seam'))}{seam_max} | <= 1.5 |",
               "", "Commands:", ""]
     for name in ("lipsync", "speed", "long", "vae"):
         if "command" in checks.get(name, {}):
