@@ -7,7 +7,7 @@ import pytest
 
 from emoportrait.cli import main as cli_main
 from emoportrait.evaluation.dataset import load_set
-from emoportrait.evaluation.model_checks import main, quarters, shuffled_sources, spread
+from emoportrait.evaluation.model_checks import _sem, main, quarters, shuffled_sources, spread
 
 
 def test_shuffled_audio_is_a_derangement(world):
@@ -16,6 +16,12 @@ def test_shuffled_audio_is_a_derangement(world):
     assert sorted(src) == sorted(c.name for c in clips)
     assert all(src[c.name] != c.video for c in clips)  # no clip keeps its own audio
     assert sorted(map(str, src.values())) == sorted(str(c.video) for c in clips)  # every audio used once
+
+
+def test_sem_is_the_standard_error_of_the_values_that_are_there():
+    assert _sem([1.0, 3.0, None]) == pytest.approx(1.0)  # std (ddof 1) sqrt(2) / sqrt(2)
+    assert _sem([0.2, 0.4, 0.9]) == pytest.approx(np.std([0.2, 0.4, 0.9], ddof=1) / np.sqrt(3))
+    assert _sem([0.5]) is None and _sem([None, None]) is None and _sem([]) is None
 
 
 def test_quarters():
@@ -34,6 +40,9 @@ def test_checks_end_to_end(world, tmp_path, capsys):
     assert merged["lipsync"]["guidance"] == merged["long"]["guidance"] == {"ref": 2.0, "audio": 4.0}
     assert set(merged) == {"lipsync", "speed", "long", "vae"}
     assert merged["lipsync"]["clips"] == 2 and set(merged["lipsync"]) >= {"own", "shuffled"}
+    for name in ("own", "shuffled"):  # the standard error over the clips' r (None where fewer than 2 are measured)
+        scores = merged["lipsync"][name]
+        assert scores["lipsync_r_sem"] == _sem(scores["per_video_lipsync_r"].values())
     assert len(list((out / "videos" / "lipsync_shuffled").glob("*.mp4"))) == 2
     assert list(merged["speed"]["measured"]) == ["0.1", "0.9", "1.6"]
     # flicker per level, beside the same clip's ground truth (its first 13 frames)

@@ -125,8 +125,13 @@ def check_lipsync(pipe, clips, world: Path, work: Path, splits, steps: int, max_
                      "identity_sim": rep.values["identity_sim"], "identity_sim_gt": _gt_mean(rep, "identity_sim"),
                      "per_video_lipsync_r": {k: v.get("lipsync_r") for k, v in rep.per_video.items()}}
     own, shuf = out["own"], out["shuffled"]
+    for scores in (own, shuf):  # the standard error over the clips: one clip's r moves a lot, a few clips' mean too
+        scores["lipsync_r_sem"] = _sem(scores["per_video_lipsync_r"].values())
     if own["lipsync_r"] is not None and shuf["lipsync_r"] is not None:
         out["lipsync_gap"] = own["lipsync_r"] - shuf["lipsync_r"]
+        paired = [r - shuf["per_video_lipsync_r"].get(k) for k, r in own["per_video_lipsync_r"].items()
+                  if r is not None and shuf["per_video_lipsync_r"].get(k) is not None]
+        out["lipsync_gap_sem"] = _sem(paired)  # of the clip-by-clip differences (each clip with both audios)
     _add_identity_ratio(out, own)
     out["clips"] = len(clips)
     return out
