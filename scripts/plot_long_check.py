@@ -20,10 +20,14 @@ import numpy as np
 FPS = 25
 
 
+def _sem(a: np.ndarray) -> np.ndarray:
+    """Standard error of the mean over axis 0 (zero for one row)."""
+    return a.std(axis=0, ddof=1) / np.sqrt(len(a)) if len(a) > 1 else np.zeros(a.shape[1:])
+
+
 def _mean_sem(rows: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
     a = np.asarray([r[: min(map(len, rows))] for r in rows], dtype=float)
-    sem = a.std(axis=0, ddof=1) / np.sqrt(len(a)) if len(a) > 1 else np.zeros(a.shape[1])
-    return a.mean(axis=0), sem
+    return a.mean(axis=0), _sem(a)
 
 
 def plot(long: dict, path: Path, clip_frames: int = 12) -> None:
@@ -36,10 +40,10 @@ def plot(long: dict, path: Path, clip_frames: int = 12) -> None:
     control = all("no_motion" in v for v in videos)
     growth = np.asarray([v["jitter_growth"] for v in videos], dtype=float) * 100
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 1.6]})
-    sem = growth.std(ddof=1) / np.sqrt(len(growth)) if len(growth) > 1 else 0.0
+    sem = float(_sem(growth))
     if control:
         alone = np.asarray([v["no_motion"]["jitter_growth"] for v in videos], dtype=float) * 100
-        sem0 = alone.std(ddof=1) / np.sqrt(len(alone)) if len(alone) > 1 else 0.0
+        sem0 = float(_sem(alone))
         lim = max(np.abs(np.r_[growth, alone]).max() * 1.15, 5)
         ax0.plot([-lim, lim], [-lim, lim], color="grey", lw=0.8)
         ax0.scatter(alone, growth, s=18, color="C0", label="one video")
