@@ -28,6 +28,11 @@ def _f(x, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
+def _se(x) -> str:
+    """' +- 0.034 (s.e.)' where a standard error was measured, else nothing."""
+    return f" +- {x:.3f} (s.e.)" if x is not None else ""
+
+
 def loss_summary(work: Path) -> list[tuple[str, int, float, float, float]]:
     """(stage, steps, mean loss over the first and the last 10 % of steps, wall minutes) per run."""
     out = []
@@ -103,9 +108,9 @@ def main() -> None:
               f"Generated with the model's guidance scales (reference {guidance['ref']}, audio {guidance['audio']}; "
               "`model_index.json`) and the DDIM steps the commands below name.", "",
               "| what | measured | target |", "|---|---|---|",
-              f"| lip-sync r, own audio ({ls.get('clips')} clips) | {_f(own.get('lipsync_r'))} | >= 0.5 |",
-              f"| lip-sync r, shuffled audio | {_f(shuf.get('lipsync_r'))} | |",
-              f"| own - shuffled | {_f(ls.get('lipsync_gap'))} | >= 0.3 |",
+              f"| lip-sync r, own audio ({ls.get('clips')} clips) | {_f(own.get('lipsync_r'))}{_se(own.get('lipsync_r_sem'))} | >= 0.5 |",
+              f"| lip-sync r, shuffled audio | {_f(shuf.get('lipsync_r'))}{_se(shuf.get('lipsync_r_sem'))} | |",
+              f"| own - shuffled | {_f(ls.get('lipsync_gap'))}{_se(ls.get('lipsync_gap_sem'))} | >= 0.3 |",
               f"| lip-sync r of the ground-truth videos (the measuring device's ceiling) | {_f(own.get('lipsync_r_gt_video'))} | |",
               f"| identity similarity, generated / ground truth | {_f(own.get('identity_sim'))} / "
               f"{_f(own.get('identity_sim_gt'))} = {_f(ls.get('identity_ratio'))} | >= 0.8 |"]
