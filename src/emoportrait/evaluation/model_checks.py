@@ -98,8 +98,7 @@ def _evaluate(world: Path, videos: Path, splits, clip_frames: int, max_frames: i
 
 
 def _gt_mean(report, key: str) -> float | None:
-    xs = [v[f"{key}_gt"] for v in report.per_video.values() if v.get(f"{key}_gt") is not None]
-    return float(np.mean(xs)) if xs else None
+    return _mean(v.get(f"{key}_gt") for v in report.per_video.values())
 
 
 def _add_identity_ratio(out: dict, scores: dict) -> None:
@@ -240,7 +239,8 @@ def check_long(pipe, clips, work: Path, steps: int, seconds: float, log, seed: i
         raise EMOError(f"--long-videos must be at least 1, got {videos}")
     embedder, center = fsim.FaceEmbedder(), synthetic.load_identity_center()
 
-    def generate(path: Path, reference, ref_box, audio, seed_k: int, motion_frames: bool) -> tuple[np.ndarray, dict]:
+    def generate(path: Path, reference, ref_box, ref_desc, audio, seed_k: int,
+                 motion_frames: bool) -> tuple[np.ndarray, dict]:
         with VideoWriter(path, fps=FPS, audio=audio, sample_rate=SAMPLE_RATE) as writer:
             for frame in pipe.iter_frames(reference, audio, num_inference_steps=steps, face_box=ref_box,
                                           generator=torch.Generator().manual_seed(seed_k), motion_frames=motion_frames):
@@ -248,7 +248,6 @@ def check_long(pipe, clips, work: Path, steps: int, seconds: float, log, seed: i
         frames = read_video(path)
         with FaceAnalyzer() as analyzer:
             track = analyzer.analyze_frames(frames)
-        ref_desc = embedder.embed(reference, ref_box)
         one = {"frames": len(frames), "face_found": float(track.found.mean()),
                "seam": synthetic.seam_ratio(frames, int(pipe.num_frames))}
         for name, sl in zip(("first_quarter", "last_quarter"), quarters(len(frames))):
@@ -269,13 +268,15 @@ def check_long(pipe, clips, work: Path, steps: int, seconds: float, log, seed: i
             ref_box = det.detect(reference)
         if ref_box is None:
             raise EMOError(f"{clips[start].name}: no face in the reference frame")
+        ref_desc = embedder.embed(reference, ref_box)  # once per video, for it and its control
         log(f"long: generating {seconds:g} s from {clips[start].name} ({k + 1}/{len(starts)})")
         name = "long" if k == 0 else f"long_{k}"
-        frames, one = generate(work / f"{name}.mp4", reference, ref_box, audio, seed + k, True)
+        frames, one = generate(work / f"{name}.mp4", reference, ref_box, ref_desc, audio, seed + k, True)
         one = {"reference": clips[start].name, "seed": seed + k, **one}
         if control:
             log(f"long: the same without motion frames ({k + 1}/{len(starts)})")
-            _, one["no_motion"] = generate(work / f"{name}_no_motion.mp4", reference, ref_box, audio, seed + k, False)
+            _, one["no_motion"] = generate(work / f"{name}_no_motion.mp4", reference, ref_box, ref_desc, audio,
+                                           seed + k, False)
             g, g0 = one["jitter_growth"], one["no_motion"]["jitter_growth"]
             one["jitter_drift"] = g - g0 if g is not None and g0 is not None else None
         per_video.append(one)
