@@ -184,9 +184,8 @@ def test_bad_input_one_line_error_no_output(case, cli, tiny_model_dir, face_png,
 
 
 def test_sigterm_leaves_no_partial_mp4(tiny_model_dir, face_png, tmp_path):
-    # 1500 frames: the temporary file appears with the encoder's first packet, and the rest must take far longer
-    # than this process may wait to be scheduled on a loaded machine (with 300 frames a loaded run once
-    # finished the video before the signal was sent).
+    # 1500 frames: the rest of the video must take far longer than this process may wait to be scheduled on a
+    # loaded machine (with 300 frames a loaded run once exited 0, the video finished, before the signal came).
     audio = write_audio(tmp_path / "long.wav", speech_like(60.0), 16000)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
