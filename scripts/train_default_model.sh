@@ -149,4 +149,4 @@ for p in "${pids[@]}"; do wait "$p"; done
 "${EMO[@]}" evaluate --set "$WORK/world" --split heldout_identity,heldout_sentence --videos "$WORK/checks/videos/lipsync_own" \
   --max-frames "$EVAL_FRAMES" --out "$WORK/eval" -q
 echo
-echo "to ship it: rm -rf src/emoportrait/assets/default_model && cp -r $MODEL src/emoportrait/assets/default_model"
+echo "to ship it (float16 weights, half the bytes): $PY scripts/ship_default_model.py $MODEL"
