@@ -1,6 +1,5 @@
 """scripts/plot_long_check.py: the figure of a long check's reading (docs/images/long_check_12.png)."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,11 +13,8 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "plot_long_check.py"
 
 
 @pytest.fixture(scope="module")
-def plot_long_check():
-    spec = importlib.util.spec_from_file_location("plot_long_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def plot_long_check(load_script):
+    return load_script("plot_long_check")
 
 
 def _long(videos: int, control: bool) -> dict:

@@ -1,22 +1,14 @@
 """scripts/ship_default_model.py: the embedded default model stored with float16 weights, loaded as float32."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "ship_default_model.py"
-
 
 @pytest.fixture(scope="module")
-def ship():
-    spec = importlib.util.spec_from_file_location("ship_default_model", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.ship
+def ship(load_script):
+    return load_script("ship_default_model").ship
 
 
 def test_weights_are_halved_but_the_audio_encoder(ship, tiny_model_dir, tmp_path):
