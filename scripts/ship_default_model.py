@@ -2,8 +2,8 @@
 
 Float32 tensors are written as float16 (half the bytes; the loaders cast them back to the dtype asked for,
 float32 by default), except the audio encoder's, which stays float32 as at run time (pipelines/loading.py).
-Every other file is copied as it is. The new folder is written beside the old one and swapped in by renames,
-so an interrupted run leaves the old model in place.
+Every other file is copied as it is. The new folder is written beside the old one (OUT.tmp) and swapped in by
+two renames at the end, so a run interrupted while writing leaves the old model in place.
 
     python scripts/ship_default_model.py runs/default/decoder/model [--out src/emoportrait/assets/default_model]
 """
