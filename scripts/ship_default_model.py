@@ -2,8 +2,8 @@
 
 Float32 tensors are written as float16 (half the bytes; the loaders cast them back to the dtype asked for,
 float32 by default), except the audio encoder's, which stays float32 as at run time (pipelines/loading.py).
-Every other file is copied as it is. The new folder is written beside the old one (OUT.tmp) and swapped in by
-two renames at the end, so a run interrupted while writing leaves the old model in place.
+Every other file is copied as it is. The new folder is written beside the old one and swapped in only when it
+is complete (emoportrait.atomic.atomic_dir), so a run interrupted while writing leaves the old model in place.
 
     python scripts/ship_default_model.py runs/default/decoder/model [--out src/emoportrait/assets/default_model]
 """
@@ -19,6 +19,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from emoportrait.atomic import atomic_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 KEEP_FLOAT32 = {"audio_encoder"}
 
@@ -27,32 +29,25 @@ def ship(src: Path, out: Path) -> tuple[int, int]:
     """Write `src` to `out` with float16 weights; returns (bytes of weights before, after)."""
     if not (src / "model_index.json").is_file():
         raise SystemExit(f"{src}: not a model folder (no model_index.json)")
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("*.safetensors"))
     before = after = 0
-    for f in sorted(src.rglob("*.safetensors")):
-        rel = f.relative_to(src)
-        with safe_open(str(f), framework="pt") as g:
-            metadata = g.metadata()
-            tensors = {k: g.get_tensor(k) for k in g.keys()}
-        if rel.parts[0] not in KEEP_FLOAT32:
-            tensors = {k: v.half() if v.dtype == torch.float32 else v for k, v in tensors.items()}
-        save_file(tensors, str(tmp / rel), metadata=metadata)
-        before += f.stat().st_size
-        after += (tmp / rel).stat().st_size
-    record = tmp / "emo_training.json"
-    if record.is_file():  # say where the shipped copy came from and how it was stored
-        info = json.loads(record.read_text())
-        info["shipped"] = {"from": str(src), "weights": "float16 (audio_encoder float32)",
-                           "tool": "scripts/ship_default_model.py"}
-        record.write_text(json.dumps(info, indent=2) + "\n")
-    old = out.with_name(out.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_dir(out) as tmp:
+        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("*.safetensors"), dirs_exist_ok=True)
+        for f in sorted(src.rglob("*.safetensors")):
+            rel = f.relative_to(src)
+            with safe_open(str(f), framework="pt") as g:
+                metadata = g.metadata()
+                tensors = {k: g.get_tensor(k) for k in g.keys()}
+            if rel.parts[0] not in KEEP_FLOAT32:
+                tensors = {k: v.half() if v.dtype == torch.float32 else v for k, v in tensors.items()}
+            save_file(tensors, str(tmp / rel), metadata=metadata)
+            before += f.stat().st_size
+            after += (tmp / rel).stat().st_size
+        record = tmp / "emo_training.json"
+        if record.is_file():  # say where the shipped copy came from and how it was stored
+            info = json.loads(record.read_text())
+            info["shipped"] = {"from": str(src), "weights": "float16 (audio_encoder float32)",
+                               "tool": "scripts/ship_default_model.py"}
+            record.write_text(json.dumps(info, indent=2) + "\n")
     return before, after
 
 

@@ -31,11 +31,11 @@ def test_shipped_copy_loads_float32_and_generates_the_same_video(ship, tiny_mode
     from emoportrait.pipelines.pipeline_emo import EMOPipeline
 
     out = tmp_path / "default_model"
-    (tmp_path / "default_model.tmp").mkdir()  # left by an interrupted run: replaced
     out.mkdir()  # the model shipped before: replaced whole
     (out / "stale.txt").write_text("old")
     ship(tiny_model_dir, out)
-    assert not (out / "stale.txt").exists() and not (tmp_path / "default_model.tmp").exists()
+    assert not (out / "stale.txt").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["default_model"]  # no temporary or old folder left beside it
     audio = np.sin(np.linspace(0, 400 * np.pi, 16000 // 2)).astype(np.float32) * 0.3
     frames = []
     for folder in (tiny_model_dir, out):
@@ -44,7 +44,7 @@ def test_shipped_copy_loads_float32_and_generates_the_same_video(ship, tiny_mode
         assert {p.dtype for p in pipe.unet.parameters()} == {torch.float32}
         frames.append(pipe(face_png, audio, num_inference_steps=2, generator=torch.Generator().manual_seed(0)).frames)
     assert frames[0].shape == frames[1].shape
-    # float16 rounding of the weights (a relative 5e-4) moves the video by far less than one gray level ...
+    # float16 rounding of the weights (a relative 5e-4) moves the video by less than two gray levels ...
     assert np.abs(frames[0] - frames[1]).max() < 2 / 255
     # ... but it does move it: the copy's weights are not the float32 ones
     assert np.abs(frames[0] - frames[1]).max() > 0
