@@ -54,3 +54,19 @@ def test_the_probe_is_deterministic_and_stage_1_has_no_audio(tiny_model_dir, sha
     assert json.loads(out.read_text()) == a
     assert main(["--model", str(tiny_model_dir), "--data", str(tmp_path / "none"), "--stage", "1"]) == 2
     assert "condition_probe: error:" in capsys.readouterr().err
+
+
+def test_stage_3_probes_the_speed_layers_which_init_leaves_silent(tiny_model_dir, shards, tmp_path):
+    """Fresh speed layers add zero (zero-initialised output projection): no speed gap; trained ones do not."""
+    fresh = probe_conditions(tiny_model_dir, shards, "3", num_samples=4, repeats=1)
+    assert "speed_shuffled" in fresh["loss"] and fresh["gap"]["speed"] == 0.0
+    assert fresh["gap"]["reference"] != 0.0  # the rest of the stage-3 forward pass is probed as before
+    out = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, out)
+    pipe = load_pipeline(out)
+    torch.manual_seed(0)
+    for name, p in pipe.unet.named_parameters():
+        if ".speed_attn.to_out." in name:
+            torch.nn.init.normal_(p, std=0.5)
+    pipe.unet.save_pretrained(out / "unet")
+    assert probe_conditions(out, shards, "3", num_samples=4, repeats=1)["gap"]["speed"] != 0.0

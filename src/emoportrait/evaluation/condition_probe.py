@@ -3,7 +3,7 @@
 On fixed training samples (shards from `emoportrait preprocess`) the stage's plain prediction MSE
 (eps, paper eq. 1, or v, as the model's scheduler says) is measured three ways per condition: with
 the sample's own reference image / audio, with another sample's ("shuffled": sample i gets sample
-i+1's) and with none (zeros). The noise and the timesteps are the same draws in every variant, so
+i+1's) and with none (zeros); in stage 3 also with another sample's head speed (the speed layers). The noise and the timesteps are the same draws in every variant, so
 the differences are the conditions' alone. A model that ignores its reference or its audio has gaps
 near zero; generation quality cannot be better than what these gaps allow. Cheap (no sampling loop), so it can follow every stage of a recipe.
 
@@ -33,6 +33,8 @@ def _variants(enc, stage: str) -> dict:
         name = "audio" if f == "audio_features" else f
         out[f"{name}_shuffled"] = dataclasses.replace(enc, **{f: value.roll(1, 0)})
         out[f"{name}_zero"] = dataclasses.replace(enc, **{f: torch.zeros_like(value)})
+    if stage == "3":  # the speed layers: another sample's head speed (no "zero": 0 deg/frame is a real speed)
+        out["speed_shuffled"] = dataclasses.replace(enc, speed=enc.speed.roll(1, 0))
     return out
 
 
@@ -77,7 +79,8 @@ def probe_conditions(model: str | Path, data: str | Path, stage: str, num_sample
                 torch.manual_seed(seed + 1000 * (r + 1) + start)  # same noise and steps for every variant
                 sums[name] = sums.get(name, 0.0) + module(variant).item() * len(chunk) / (len(picks) * repeats)
     loss = {k: round(v, 6) for k, v in sums.items()}
-    gap = {c: round(loss[f"{c}_shuffled"] - loss["right"], 6) for c in ("reference", "audio") if f"{c}_shuffled" in loss}
+    gap = {c: round(loss[f"{c}_shuffled"] - loss["right"], 6) for c in ("reference", "audio", "speed")
+           if f"{c}_shuffled" in loss}
     return {"stage": stage, "samples": len(picks), "repeats": repeats, "loss": loss, "gap": gap}
 
 
