@@ -122,6 +122,9 @@ def main() -> None:
     measured = sp.get("measured", {})
     lines.append("| head speed measured at requested " + ", ".join(f"{k}" for k in measured) + " deg/frame | "
                  + ", ".join(_f(v) for v in measured.values()) + f" (monotonic: {sp.get('monotonic')}) | increasing |")
+    if sp.get("head_motion"):  # the same tracks with the pose smoothed over 6 frames (checks written since r39)
+        lines.append("| ... head motion (pose smoothed over 6 frames) | " + ", ".join(_f(v) for v in sp["head_motion"].values())
+                     + f" (monotonic: {sp.get('head_motion_monotonic')}) | increasing |")
     n_long = len(lg.get("videos", [])) or 1
     each = "; per video " + ", ".join(f"{100 * v['jitter_growth']:+.0f} %" for v in lg["videos"]
                                      if v.get("jitter_growth") is not None) if n_long > 1 else ""

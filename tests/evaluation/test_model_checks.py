@@ -7,7 +7,15 @@ import pytest
 
 from emoportrait.cli import main as cli_main
 from emoportrait.evaluation.dataset import load_set
-from emoportrait.evaluation.model_checks import _sem, main, quarters, shuffled_sources, spread
+from emoportrait.evaluation.model_checks import (
+    HEAD_MOTION_SIGMA,
+    _rising,
+    _sem,
+    main,
+    quarters,
+    shuffled_sources,
+    spread,
+)
 
 
 def test_shuffled_audio_is_a_derangement(world):
@@ -22,6 +30,31 @@ def test_sem_is_the_standard_error_of_the_values_that_are_there():
     assert _sem([1.0, 3.0, None]) == pytest.approx(1.0)  # std (ddof 1) sqrt(2) / sqrt(2)
     assert _sem([0.2, 0.4, 0.9]) == pytest.approx(np.std([0.2, 0.4, 0.9], ddof=1) / np.sqrt(3))
     assert _sem([0.5]) is None and _sem([None, None]) is None and _sem([]) is None
+
+
+def test_head_motion_reads_the_turn_through_a_wobbling_tracker():
+    """Heads turning at 0.1 / 0.9 / 1.6 deg/frame under 5 degrees of per-frame pose noise (generated faces):
+    the labels' 1.5-frame filter reads all three 1.5 deg/frame too high, the speed check's second reading
+    (`head_motion`) close to the turn."""
+    from scipy.spatial.transform import Rotation
+
+    from emoportrait.data.faces import head_speed
+
+    axis = np.array([0.3, 1.0, 0.1]) / np.linalg.norm([0.3, 1.0, 0.1])
+    wobble = np.random.default_rng(0).normal(0, np.radians(5.0), (75, 3))
+    for w in (0.1, 0.9, 1.6):
+        turn = Rotation.from_rotvec(np.radians(w * np.arange(75))[:, None] * axis)
+        rotations = (Rotation.from_rotvec(wobble) * turn).as_matrix()
+        assert head_speed(rotations, 1.5).mean() > w + 0.5
+        assert head_speed(rotations, HEAD_MOTION_SIGMA).mean() == pytest.approx(w, abs=0.15)
+
+
+def test_rising_needs_every_level_and_a_strict_increase():
+    levels = (0.1, 0.9, 1.6)
+    assert _rising({"0.1": 1.0, "0.9": 1.2, "1.6": 1.3}, levels)
+    assert not _rising({"0.1": 1.0, "0.9": 1.2, "1.6": 1.2}, levels)
+    assert not _rising({"0.1": 1.55, "0.9": 1.79, "1.6": 1.62}, levels)  # r28 at seed 1
+    assert not _rising({"0.1": 1.0, "0.9": None, "1.6": 1.3}, levels)
 
 
 def test_quarters():
@@ -54,6 +87,8 @@ def test_checks_end_to_end(world, tmp_path, capsys):
         temporal_hf_energy(read_video(speed_clip.video, max_frames=13)))
     assert list(merged["speed"]["flicker"]) == ["0.1", "0.9", "1.6"]
     assert all(np.isfinite(v) and v > 0 for v in merged["speed"]["flicker"].values())
+    assert list(merged["speed"]["head_motion"]) == ["0.1", "0.9", "1.6"]  # None where no face was found
+    assert merged["speed"]["head_motion_monotonic"] is _rising(merged["speed"]["head_motion"], (0.1, 0.9, 1.6))
     assert merged["long"]["frames"] == 30 and np.isfinite(merged["long"]["first_quarter"]["jitter_hf"])
     assert (out / "long_sheet.png").is_file()
     assert "model_checks" in merged["long"]["command"]
