@@ -122,7 +122,7 @@ def main() -> None:
     measured = sp.get("measured", {})
     lines.append("| head speed measured at requested " + ", ".join(f"{k}" for k in measured) + " deg/frame | "
                  + ", ".join(_f(v) for v in measured.values()) + f" (monotonic: {sp.get('monotonic')}) | increasing |")
-    if sp.get("head_motion"):  # the same tracks with the pose smoothed over 6 frames (checks written since r39)
+    if sp.get("head_motion"):  # the same tracks, pose smoothed over 6 frames (speed checks written since 2026-12-06)
         lines.append("| ... head motion (pose smoothed over 6 frames) | " + ", ".join(_f(v) for v in sp["head_motion"].values())
                      + f" (monotonic: {sp.get('head_motion_monotonic')}) | increasing |")
     n_long = len(lg.get("videos", [])) or 1

@@ -3,8 +3,9 @@
 On fixed training samples (shards from `emoportrait preprocess`) the stage's plain prediction MSE
 (eps, paper eq. 1, or v, as the model's scheduler says) is measured three ways per condition: with
 the sample's own reference image / audio, with another sample's ("shuffled": sample i gets sample
-i+1's) and with none (zeros); in stage 3 also with another sample's head speed (the speed layers). The noise and the timesteps are the same draws in every variant, so
-the differences are the conditions' alone. A model that ignores its reference or its audio has gaps
+i+1's) and with none (zeros); in stage 3 also with another sample's head speed (the speed layers).
+The noise and the timesteps are the same draws in every variant, so the differences are the
+conditions' alone. A model that ignores its reference or its audio has gaps
 near zero; generation quality cannot be better than what these gaps allow. Cheap (no sampling loop), so it can follow every stage of a recipe.
 
     python -m emoportrait.evaluation.condition_probe --model M --data SHARDS --stage 2 [--samples 32] [--out probe.json]
