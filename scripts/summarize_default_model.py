@@ -3,7 +3,8 @@
 Reads WORK (default runs/default): the loss logs of the VAE, stages 1-3 and the decoder run, the behaviour checks
 (`checks/checks.json`, evaluation/model_checks.py) and the evaluation report (`eval/metrics.json`);
 writes docs/default_model.md (every number with the command that produced it, each target next to
-it) and docs/images/default_model_{losses,long}.png.
+it) and docs/images/default_model_{losses,long}.png. The page's hand-written notes blocks
+("origin" under the header, "behaviour" under the behaviour table; `kept_notes`) are kept when it is written again.
 
     .venv/bin/python scripts/summarize_default_model.py [--work runs/default]
 """
@@ -31,6 +32,18 @@ def _f(x, digits: int = 3) -> str:
 def _se(x) -> str:
     """' +- 0.034 (s.e.)' where a standard error was measured, else nothing."""
     return f" +- {x:.3f} (s.e.)" if x is not None else ""
+
+
+def kept_notes(path: Path, name: str) -> list[str]:
+    """The hand-written block `name` in `path`, between "<!-- notes NAME: ... -->" and "<!-- /notes NAME -->"
+    (markers included, then an empty line), so that writing the page again keeps what was noted about the
+    model after its recipe ran (e.g. later readings at other seeds); [] where the page has none."""
+    begin, end = f"<!-- notes {name}: kept by scripts/summarize_default_model.py -->", f"<!-- /notes {name} -->"
+    text = path.read_text() if path.is_file() else ""
+    if begin not in text or end not in text.split(begin, 1)[1]:
+        return []
+    body = text.split(begin, 1)[1].split(end, 1)[0]
+    return [begin, *body.strip("\n").splitlines(), end, ""]
 
 
 def loss_summary(work: Path) -> list[tuple[str, int, float, float, float]]:
@@ -85,11 +98,13 @@ def main() -> None:
         shutil.copyfile(work / "checks" / "long_sheet.png", images / "default_model_long.png")
     weights = sorted((ROOT / "src" / "emoportrait" / "assets" / "default_model").rglob("*.safetensors"))
     size = sum(w.stat().st_size for w in weights) / 2**20
+    page = ROOT / "docs" / "default_model.md"
 
     lines = ["# The default model: measured", "",
              "Produced by `make default-model` (scripts/train_default_model.sh) on the 2-core CPU machine, then",
              "`.venv/bin/python scripts/summarize_default_model.py`. Weights: "
              f"{size:.1f} MiB of safetensors in src/emoportrait/assets/default_model.", "",
+             *kept_notes(page, "origin"),
              "## Training (loss = mean of the first / last 10 % of steps)", "",
              "Stages 1-3 log their training objective: Min-SNR-5 weighted, and in stages 2-3 with the mouth "
              "region weighted 5x (configs/tiny/*.yaml), so their values are not the plain prediction MSE "
@@ -120,8 +135,13 @@ def main() -> None:
                   f"{_f(vc.get('identity_sim_gt'))} = {_f(vc.get('identity_ratio'))}, {_f(vc.get('lipsync_r'))}, "
                   f"{_f(vc.get('mse'), 4)} | |"]
     measured = sp.get("measured", {})
-    lines.append("| head speed measured at requested " + ", ".join(f"{k}" for k in measured) + " deg/frame | "
+    seeds = f" (mean of generation seeds {', '.join(map(str, sp['seeds']))}; in order only if every seed's is)" \
+        if sp.get("seeds") else ""
+    lines.append("| head speed measured at requested " + ", ".join(f"{k}" for k in measured) + f" deg/frame{seeds} | "
                  + ", ".join(_f(v) for v in measured.values()) + f" (monotonic: {sp.get('monotonic')}) | increasing |")
+    for seed, sweep in sp.get("per_seed", {}).items():
+        lines.append(f"| ... seed {seed} | " + ", ".join(_f(v) for v in sweep["measured"].values())
+                     + f" (monotonic: {sweep['monotonic']}) | |")
     if sp.get("head_motion"):  # the same tracks, pose smoothed over 6 frames (speed checks written since 2026-12-06)
         lines.append("| ... head motion (pose smoothed over 6 frames) | " + ", ".join(_f(v) for v in sp["head_motion"].values())
                      + f" (monotonic: {sp.get('head_motion_monotonic')}) | increasing |")
@@ -137,7 +157,9 @@ def main() -> None:
               f"| {lg.get('seconds', 0):.0f} s video: identity similarity first / last quarter | "
               f"{_f(q1.get('identity_sim'))} / {_f(q4.get('identity_sim'))} | no drift |",
               f"| {lg.get('seconds', 0):.0f} s video: seam ratio (boundary / within-clip change) | {_f(lg.get('seam'))}{seam_max} | <= 1.5 |",
-              "", "Commands:", ""]
+              ""]
+    lines += kept_notes(page, "behaviour")
+    lines += ["Commands:", ""]
     for name in ("lipsync", "speed", "long", "vae"):
         if "command" in checks.get(name, {}):
             lines.append(f"- {name}: `{checks[name]['command']}`")
@@ -170,7 +192,7 @@ def main() -> None:
                              f"{probe['gap'][c]:+.5f} |")
     if (images / "default_model_long.png").is_file():
         lines += ["", f"Frames of the {lg.get('seconds', 0):.0f} s video:", "", "![long video](images/default_model_long.png)"]
-    (ROOT / "docs" / "default_model.md").write_text("\n".join(lines) + "\n")
+    page.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

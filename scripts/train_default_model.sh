@@ -28,6 +28,7 @@ EVAL_CLIPS=${EVAL_CLIPS:-8}     # held-out clips for lip-sync and the VAE ceilin
 EVAL_FRAMES=${EVAL_FRAMES:-75}  # frames (3 s) per evaluated clip
 EVAL_STEPS=${EVAL_STEPS:-10}    # DDIM steps when evaluating
 LONG_VIDEOS=${LONG_VIDEOS:-4}   # 20 s videos (references spread over the held-out clips): one alone reads the noise
+SPEED_SEEDS=${SPEED_SEEDS:-0,1} # the speed sweep at each of these generation seeds: one sweep of 3 clips can be in order by chance
 EMO=("$PY" -m emoportrait)
 # Precision: bf16 where training runs on hardware that has it (a bf16 GPU when there is one, else a CPU with
 # avx512_bf16, AMX or Arm bf16: pipelines/loading.py, cpu_has_native_bf16), else fp32.
@@ -130,9 +131,9 @@ step "8/9 VAE decoder";        train vae configs/tiny/vae_decoder.yaml "$WORK/st
 MODEL="$WORK/decoder/model"
 
 step "9/9 evaluation on held-out identities and sentences"
-# Then two processes, one core each: lip-sync with own vs shuffled audio (+ identity) and the VAE's
-# ceiling (the same clips' ground truth through the VAE alone), then the speed
-# sweep and four 20 s videos (evaluation/model_checks.py); then the full report on the own-audio videos.
+# Then two processes, one core each (evaluation/model_checks.py): lip-sync with own vs shuffled audio (+ identity)
+# and the speed sweep at two seeds; four 20 s videos and the VAE's ceiling (the lip-sync clips' ground truth
+# through the VAE alone); then the full report on the own-audio videos.
 CHECKS=("$PY" -m emoportrait.evaluation.model_checks --model "$MODEL" --set "$WORK/world"
         --out "$WORK/checks" --steps "$EVAL_STEPS" --max-frames "$EVAL_FRAMES")
 # First the condition probe (evaluation/condition_probe.py): the stage-3 loss on 16 training samples
@@ -142,8 +143,9 @@ mkdir -p "$WORK/checks"
   "$PY" -m emoportrait.evaluation.condition_probe --model "$MODEL" --data "$WORK/shards" --stage 3 \
   --samples 16 --out "$WORK/checks/probe.json" > /dev/null
 pids=()
-[ -f "$WORK/checks/vae.json" ] || { "${CHECKS[@]}" --checks lipsync,vae --clips "$EVAL_CLIPS" & pids+=($!); }
-[ -f "$WORK/checks/long.json" ] || { "${CHECKS[@]}" --checks speed,long --speed-clips 3 --long-videos "$LONG_VIDEOS" & pids+=($!); }
+[ -f "$WORK/checks/speed.json" ] || { "${CHECKS[@]}" --checks lipsync,speed --clips "$EVAL_CLIPS" --speed-clips 3 \
+  --speed-seeds "$SPEED_SEEDS" & pids+=($!); }
+[ -f "$WORK/checks/vae.json" ] || { "${CHECKS[@]}" --checks long,vae --clips "$EVAL_CLIPS" --long-videos "$LONG_VIDEOS" & pids+=($!); }
 for p in "${pids[@]}"; do wait "$p"; done
 "$PY" -m emoportrait.evaluation.model_checks --model "$MODEL" --set "$WORK/world" --out "$WORK/checks" --checks ""
 "${EMO[@]}" evaluate --set "$WORK/world" --split heldout_identity,heldout_sentence --videos "$WORK/checks/videos/lipsync_own" \

@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 
 from emoportrait.cli import main as cli_main
+from emoportrait.evaluation import model_checks
 from emoportrait.evaluation.dataset import load_set
 from emoportrait.evaluation.model_checks import (
     HEAD_MOTION_SIGMA,
     _rising,
     _sem,
+    check_speed,
     main,
     quarters,
     shuffled_sources,
@@ -100,7 +102,7 @@ def test_checks_end_to_end(world, tmp_path, capsys):
 
 
 def test_the_long_check_alone_runs_in_a_new_output_folder(world, tmp_path):
-    """The recipe runs `speed,long`; `long` alone must not depend on another check making `videos/`."""
+    """The recipe runs `long,vae` beside `lipsync,speed`; `long` must not depend on another check making `videos/`."""
     assert cli_main(["init", "--config", "tiny", "--out", str(tmp_path / "m")]) == 0
     out = tmp_path / "new" / "checks"
     assert main(["--model", str(tmp_path / "m"), "--set", str(world), "--out", str(out), "--split", "all",
@@ -126,6 +128,47 @@ def test_seed_sets_the_generation_noise(world, tmp_path):
     a, b, c = run(1, "a"), run(1, "b"), run(0, "c")
     assert np.array_equal(a, b)
     assert np.abs(a - c).mean() > 1.0
+
+
+def test_speed_at_several_seeds_is_in_order_only_where_every_sweep_is(monkeypatch, tmp_path):
+    """r28 read 1.66, 1.71, 1.92 at seed 0 and 1.55, 1.79, 1.62 at seed 1: not in order beyond the noise."""
+    sweeps = {0: {"0.1": 1.66, "0.9": 1.71, "1.6": 1.92}, 1: {"0.1": 1.55, "0.9": 1.79, "1.6": 1.62}}
+    folders = []
+
+    def fake_sweep(pipe, clips, work, folder, steps, max_frames, levels, log, seed):
+        folders.append(folder.format(level=0.9))
+        m = sweeps[seed]
+        return {"measured": m, "monotonic": _rising(m, levels), "flicker": {k: 0.05 for k in m},
+                "head_motion": {k: v / 3 for k, v in m.items()}, "head_motion_monotonic": _rising(m, levels)}
+
+    monkeypatch.setattr(model_checks, "_speed_sweep", fake_sweep)
+    levels = (0.1, 0.9, 1.6)
+    one = check_speed(None, [], tmp_path, 1, 5, levels, print, seed=0)
+    assert one["monotonic"] and one["head_motion_monotonic"] and "per_seed" not in one and folders == ["speed_0.9"]
+    both = check_speed(None, [], tmp_path, 1, 5, levels, print, seeds=[0, 1, 0])  # each seed once
+    assert both["seeds"] == [0, 1] and folders[1:] == ["speed_0.9_seed0", "speed_0.9_seed1"]
+    assert both["per_seed"]["0"]["monotonic"] and not both["per_seed"]["1"]["monotonic"]
+    assert not both["monotonic"] and not both["head_motion_monotonic"]
+    assert both["measured"] == pytest.approx({"0.1": 1.605, "0.9": 1.75, "1.6": 1.77})  # the means of the sweeps
+    sweeps[1] = {"0.1": 1.0, "0.9": 1.5, "1.6": 2.0}
+    assert check_speed(None, [], tmp_path, 1, 5, levels, print, seeds=[0, 1])["monotonic"]
+
+
+def test_speed_seeds_generate_one_sweep_per_seed(world, tmp_path):
+    assert cli_main(["init", "--config", "tiny", "--out", str(tmp_path / "m")]) == 0
+    out = tmp_path / "checks"
+    assert main(["--model", str(tmp_path / "m"), "--set", str(world), "--out", str(out), "--split", "all",
+                 "--checks", "speed", "--speed-clips", "1", "--max-frames", "5", "--steps", "1", "--device", "cpu",
+                 "--speed-seeds", "0,1"]) == 0
+    speed = json.loads((out / "speed.json").read_text())
+    assert speed["seeds"] == [0, 1] and "seed" not in speed and set(speed["per_seed"]) == {"0", "1"}
+    assert speed["monotonic"] is all(r["monotonic"] for r in speed["per_seed"].values())
+    from emoportrait.data.media import read_video
+
+    a, b = (read_video(next((out / "videos" / f"speed_1.6_seed{s}").glob("*.mp4"))).astype(float) for s in (0, 1))
+    assert np.abs(a - b).mean() > 1.0  # two seeds, two generations
+    assert main(["--model", str(tmp_path / "m"), "--set", str(world), "--out", str(out), "--checks", "speed",
+                 "--speed-seeds", "0,x"]) == 2
 
 
 def test_unknown_check_is_one_line(world, tmp_path, capsys):

@@ -165,7 +165,8 @@ def check_vae(pipe, clips, world: Path, work: Path, splits, max_frames: int | No
     return out
 
 
-def check_speed(pipe, clips, work: Path, steps: int, max_frames: int | None, levels, log, seed: int = 0) -> dict:
+def check_speed(pipe, clips, work: Path, steps: int, max_frames: int | None, levels, log, seed: int = 0,
+                seeds=None) -> dict:
     """Mean measured head speed of generated videos per requested speed level, and their flicker.
 
     Flicker is `synthetic.temporal_hf_energy` (the long check's jitter) per video, next to the same
@@ -173,7 +174,39 @@ def check_speed(pipe, clips, work: Path, steps: int, max_frames: int | None, lev
     the same tracks' speed with the head pose smoothed over `HEAD_MOTION_SIGMA` frames instead of the
     labels' 1.5: on generated faces the tracker's pose wobbles by many degrees from frame to frame, and
     the longer filter keeps the head's own turning while dropping most of that wobble.
+
+    With several `seeds` (default: `seed` alone) the sweep is generated once per seed: `per_seed`
+    keeps each sweep, the top-level readings are their means, and `monotonic` (`head_motion_monotonic`)
+    holds only where every seed's sweep rises: one sweep of 3 clips can be in order by the
+    generation noise alone (docs/experiments.md, "Is the speed order real?").
     """
+    from emoportrait.data.media import read_video
+    from emoportrait.evaluation.synthetic import temporal_hf_energy
+
+    seeds = list(dict.fromkeys(seeds)) if seeds else [seed]  # each seed once, in order
+    per_seed = {}
+    for s in seeds:
+        folder = "speed_{level:g}" if len(seeds) == 1 else f"speed_{{level:g}}_seed{s}"
+        per_seed[str(s)] = _speed_sweep(pipe, clips, work, folder, steps, max_frames, levels, log, s)
+    keys = [f"{lv:g}" for lv in levels]
+
+    def mean_over_seeds(name: str) -> dict:
+        return {k: _mean(r[name][k] for r in per_seed.values()) for k in keys}
+
+    truth = _mean(temporal_hf_energy(read_video(c.video, max_frames=max_frames)) for c in clips)
+    out = {"requested": list(levels), "measured": mean_over_seeds("measured"),
+           "monotonic": all(r["monotonic"] for r in per_seed.values()), "clips": len(clips),
+           "flicker": mean_over_seeds("flicker"), "flicker_ground_truth": truth,
+           "head_motion": mean_over_seeds("head_motion"),
+           "head_motion_monotonic": all(r["head_motion_monotonic"] for r in per_seed.values())}
+    if len(seeds) > 1:
+        out["seeds"], out["per_seed"] = seeds, per_seed
+    return out
+
+
+def _speed_sweep(pipe, clips, work: Path, folder: str, steps: int, max_frames: int | None, levels, log,
+                 seed: int) -> dict:
+    """One sweep of `check_speed` at one generation seed, its videos in work/folder.format(level=...)."""
     from emoportrait.data.faces import FaceAnalyzer, head_speed
     from emoportrait.data.media import read_video
     from emoportrait.evaluation.generation import generate_for_set
@@ -182,9 +215,9 @@ def check_speed(pipe, clips, work: Path, steps: int, max_frames: int | None, lev
     measured, flicker, motion = {}, {}, {}
     with FaceAnalyzer() as analyzer:
         for level in levels:
-            videos = work / f"speed_{level:g}"
+            videos = work / folder.format(level=level)
             videos.mkdir(parents=True, exist_ok=True)
-            log(f"speed: generating {len(clips)} clips at {level:g} deg/frame")
+            log(f"speed: generating {len(clips)} clips at {level:g} deg/frame (seed {seed})")
             generate_for_set("", clips, videos, steps, seed=seed, max_frames=max_frames, log=log, speed=level, pipe=pipe)
             speeds, jitters, slow = [], [], []
             for clip in clips:
@@ -198,10 +231,8 @@ def check_speed(pipe, clips, work: Path, steps: int, max_frames: int | None, lev
                         slow.append(float(np.mean(head_speed(track.rotations, HEAD_MOTION_SIGMA)[track.found])))
             key = f"{level:g}"
             measured[key], flicker[key], motion[key] = _mean(speeds), _mean(jitters), _mean(slow)
-    truth = _mean(temporal_hf_energy(read_video(c.video, max_frames=max_frames)) for c in clips)
-    return {"requested": list(levels), "measured": measured, "monotonic": _rising(measured, levels),
-            "clips": len(clips), "flicker": flicker, "flicker_ground_truth": truth, "head_motion": motion,
-            "head_motion_monotonic": _rising(motion, levels)}
+    return {"measured": measured, "monotonic": _rising(measured, levels), "flicker": flicker,
+            "head_motion": motion, "head_motion_monotonic": _rising(motion, levels)}
 
 
 def _rising(values: dict, levels) -> bool:
@@ -338,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=20, help="DDIM steps")
     p.add_argument("--seed", type=int, default=0,
                    help="the generation noise's seed; another seed tells generation noise from a model's difference")
+    p.add_argument("--speed-seeds", default=None, metavar="S,S,...",
+                   help="generation seeds of the speed sweep (default: --seed alone); with several, `monotonic` "
+                        "holds only where the sweep rises at every seed, and the readings are their means")
     p.add_argument("--guidance-ref", type=float, default=None, metavar="SCALE",
                    help="reference guidance scale for every check (default: the model's)")
     p.add_argument("--guidance-audio", type=float, default=None, metavar="SCALE",
@@ -346,6 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     checks = [c for c in args.checks.split(",") if c]
     try:
+        try:
+            speed_seeds = [int(x) for x in args.speed_seeds.split(",") if x.strip()] if args.speed_seeds else None
+        except ValueError:
+            raise EMOError(f"--speed-seeds {args.speed_seeds!r}: expected comma-separated integers, e.g. 0,1") from None
         unknown = set(checks) - set(CHECKS)
         if unknown:
             raise EMOError(f"unknown check(s) {', '.join(sorted(unknown))}; choose from {', '.join(CHECKS)}")
@@ -373,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
                                        args.max_frames, log, args.seed)
             elif check == "speed":
                 result = check_speed(pipe, spread(clips, args.speed_clips), work, args.steps, args.max_frames,
-                                     SPEED_LEVELS, log, args.seed)
+                                     SPEED_LEVELS, log, args.seed, speed_seeds)
             elif check == "vae":
                 result = check_vae(pipe, spread(clips, args.clips), args.set, work, splits, args.max_frames, log)
             else:
@@ -381,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
                                     args.long_videos, args.long_control)
             if check != "vae":  # the scales and the seed the videos were generated with
                 result["guidance"] = {"ref": pipe.config.guidance_scale_ref, "audio": pipe.config.guidance_scale_audio}
-                result["seed"] = args.seed
+                if "seeds" not in result:
+                    result["seed"] = args.seed
             result["command"] = " ".join(["python -m emoportrait.evaluation.model_checks", *(argv or sys.argv[1:])])
             atomic_write_text(args.out / f"{check}.json", json.dumps(result, indent=1) + "\n")
             log(f"{check}: {json.dumps({k: v for k, v in result.items() if not k.startswith('per_')})}")
