@@ -18,6 +18,7 @@ from emoportrait.evaluation.model_checks import (
     shuffled_sources,
     spread,
 )
+from emoportrait.evaluation.runner import finite_mean
 
 
 def test_shuffled_audio_is_a_derangement(world):
@@ -32,6 +33,14 @@ def test_sem_is_the_standard_error_of_the_values_that_are_there():
     assert _sem([1.0, 3.0, None]) == pytest.approx(1.0)  # std (ddof 1) sqrt(2) / sqrt(2)
     assert _sem([0.2, 0.4, 0.9]) == pytest.approx(np.std([0.2, 0.4, 0.9], ddof=1) / np.sqrt(3))
     assert _sem([0.5]) is None and _sem([None, None]) is None and _sem([]) is None
+    assert _sem([1.0, float("nan"), 3.0]) == pytest.approx(1.0)  # a clip whose r is undefined is not measured
+
+
+def test_means_skip_what_was_not_measured():
+    """Every check's mean (and the evaluation runner's) drops None and NaN: one faceless clip must not
+    turn a level's reading into NaN (or into None)."""
+    assert finite_mean([1.0, None, float("nan"), 3.0]) == 2.0
+    assert finite_mean([None, float("nan")]) is None and finite_mean([]) is None
 
 
 def test_head_motion_reads_the_turn_through_a_wobbling_tracker():

@@ -37,6 +37,7 @@ import numpy as np
 
 from emoportrait.atomic import atomic_write_text
 from emoportrait.errors import EMOError
+from emoportrait.evaluation.runner import finite_mean
 
 CHECKS = ("lipsync", "speed", "long", "vae")
 HEAD_MOTION_SIGMA = 6.0  # frames: the speed check's second reading, the head's turning without the tracker's wobble
@@ -80,15 +81,9 @@ def mouth_change(vowel: np.ndarray, silence: np.ndarray, box) -> tuple[float, fl
     return float(change[mouth].mean()), float(change[~mouth].mean())
 
 
-def _mean(values) -> float | None:
-    """The mean of the values that are not None; None when there are none."""
-    values = [v for v in values if v is not None]
-    return float(np.mean(values)) if values else None
-
-
 def _sem(values) -> float | None:
-    """The standard error of the mean of the values that are not None (sample std / sqrt(n)); None below two."""
-    values = [v for v in values if v is not None]
+    """The standard error of the mean of the finite values that are not None (sample std / sqrt(n)); None below two."""
+    values = [v for v in values if v is not None and np.isfinite(v)]
     return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
 
 
@@ -99,7 +94,7 @@ def _evaluate(world: Path, videos: Path, splits, clip_frames: int, max_frames: i
 
 
 def _gt_mean(report, key: str) -> float | None:
-    return _mean(v.get(f"{key}_gt") for v in report.per_video.values())
+    return finite_mean(v.get(f"{key}_gt") for v in report.per_video.values())
 
 
 def _add_identity_ratio(out: dict, scores: dict) -> None:
@@ -191,9 +186,9 @@ def check_speed(pipe, clips, work: Path, steps: int, max_frames: int | None, lev
     keys = [f"{lv:g}" for lv in levels]
 
     def mean_over_seeds(name: str) -> dict:
-        return {k: _mean(r[name][k] for r in per_seed.values()) for k in keys}
+        return {k: finite_mean(r[name][k] for r in per_seed.values()) for k in keys}
 
-    truth = _mean(temporal_hf_energy(read_video(c.video, max_frames=max_frames)) for c in clips)
+    truth = finite_mean(temporal_hf_energy(read_video(c.video, max_frames=max_frames)) for c in clips)
     out = {"requested": list(levels), "measured": mean_over_seeds("measured"),
            "monotonic": all(r["monotonic"] for r in per_seed.values()), "clips": len(clips),
            "flicker": mean_over_seeds("flicker"), "flicker_ground_truth": truth,
@@ -230,7 +225,7 @@ def _speed_sweep(pipe, clips, work: Path, folder: str, steps: int, max_frames: i
                         speeds.append(float(np.mean(track.speed[track.found])))
                         slow.append(float(np.mean(head_speed(track.rotations, HEAD_MOTION_SIGMA)[track.found])))
             key = f"{level:g}"
-            measured[key], flicker[key], motion[key] = _mean(speeds), _mean(jitters), _mean(slow)
+            measured[key], flicker[key], motion[key] = finite_mean(speeds), finite_mean(jitters), finite_mean(slow)
     return {"measured": measured, "monotonic": _rising(measured, levels), "flicker": flicker,
             "head_motion": motion, "head_motion_monotonic": _rising(motion, levels)}
 
@@ -327,17 +322,17 @@ def check_long(pipe, clips, work: Path, steps: int, seconds: float, log, seed: i
                 contact_sheet(reference, frames, columns=10).save(tmp, format="PNG")
 
     out = {"frames": per_video[0]["frames"], "seconds": per_video[0]["frames"] / FPS,
-           "face_found": _mean(v["face_found"] for v in per_video), "seam": _mean(v["seam"] for v in per_video)}
+           "face_found": finite_mean(v["face_found"] for v in per_video), "seam": finite_mean(v["seam"] for v in per_video)}
     for name in ("first_quarter", "last_quarter"):
-        out[name] = {key: _mean(v[name][key] for v in per_video) for key in ("jitter_hf", "identity_sim")}
-    out["jitter_growth"] = _mean(v["jitter_growth"] for v in per_video)
+        out[name] = {key: finite_mean(v[name][key] for v in per_video) for key in ("jitter_hf", "identity_sim")}
+    out["jitter_growth"] = finite_mean(v["jitter_growth"] for v in per_video)
     # Standard errors over the videos (None for one): one video's growth moves by about +-10 points with its noise.
     out["jitter_growth_sem"], out["seam_sem"] = (_sem(v[k] for v in per_video) for k in ("jitter_growth", "seam"))
     out["seam_max"] = max((v["seam"] for v in per_video if v["seam"] is not None), default=None)
     if control:
-        out["jitter_growth_no_motion"] = _mean(v["no_motion"]["jitter_growth"] for v in per_video)
-        out["seam_no_motion"] = _mean(v["no_motion"]["seam"] for v in per_video)
-        out["jitter_drift"] = _mean(v["jitter_drift"] for v in per_video)
+        out["jitter_growth_no_motion"] = finite_mean(v["no_motion"]["jitter_growth"] for v in per_video)
+        out["seam_no_motion"] = finite_mean(v["no_motion"]["seam"] for v in per_video)
+        out["jitter_drift"] = finite_mean(v["jitter_drift"] for v in per_video)
         out["jitter_drift_sem"] = _sem(v["jitter_drift"] for v in per_video)
     out["videos"] = per_video
     return out

@@ -49,7 +49,8 @@ def _tool(report: EvalReport, keys: tuple[str, ...], loader: Callable, needs_wei
         return None
 
 
-def _mean(xs) -> float | None:
+def finite_mean(xs) -> float | None:
+    """The mean of the values that are neither None nor NaN/inf; None when there are none."""
     xs = [x for x in xs if x is not None and np.isfinite(x)]
     return float(np.mean(xs)) if xs else None
 
@@ -152,8 +153,8 @@ def evaluate_set(set_dir: str | Path, videos_dir: str | Path, options: EvalOptio
                         ("seam", f"videos shorter than one clip ({options.clip_frames} frames) + 1")):
         if key in report.reasons and report.values.get(key) is None and not any(v.get(key) is not None for v in pv):
             continue  # tool unavailable: keep its reason
-        val = _mean(v.get(key) for v in pv)
-        gt = _mean(v.get(f"{key}_gt") for v in pv)
+        val = finite_mean(v.get(key) for v in pv)
+        gt = finite_mean(v.get(f"{key}_gt") for v in pv)
         report.set(key, val, reason, **({"ground_truth": gt} if gt is not None else {}),
                    videos=sum(v.get(key) is not None for v in pv))
     if report.values.get("f_sim") is not None and report.details["f_sim"].get("ground_truth") is not None:
