@@ -100,6 +100,8 @@ def test_checks_end_to_end(world, tmp_path, capsys):
     assert all(np.isfinite(v) and v > 0 for v in merged["speed"]["flicker"].values())
     assert list(merged["speed"]["head_motion"]) == ["0.1", "0.9", "1.6"]  # None where no face was found
     assert merged["speed"]["head_motion_monotonic"] is _rising(merged["speed"]["head_motion"], (0.1, 0.9, 1.6))
+    assert list(merged["speed"]["pose_motion"]) == ["0.1", "0.9", "1.6"]  # the pose regressor's reading
+    assert merged["speed"]["pose_motion_monotonic"] is _rising(merged["speed"]["pose_motion"], (0.1, 0.9, 1.6))
     assert merged["long"]["frames"] == 30 and np.isfinite(merged["long"]["first_quarter"]["jitter_hf"])
     assert (out / "long_sheet.png").is_file()
     assert "model_checks" in merged["long"]["command"]
@@ -148,7 +150,8 @@ def test_speed_at_several_seeds_is_in_order_only_where_every_sweep_is(monkeypatc
         folders.append(folder.format(level=0.9))
         m = sweeps[seed]
         return {"measured": m, "monotonic": _rising(m, levels), "flicker": {k: 0.05 for k in m},
-                "head_motion": {k: v / 3 for k, v in m.items()}, "head_motion_monotonic": _rising(m, levels)}
+                "head_motion": {k: v / 3 for k, v in m.items()}, "head_motion_monotonic": _rising(m, levels),
+                "pose_motion": {k: v / 2 for k, v in m.items()}, "pose_motion_monotonic": _rising(m, levels)}
 
     monkeypatch.setattr(model_checks, "_speed_sweep", fake_sweep)
     levels = (0.1, 0.9, 1.6)
@@ -157,7 +160,7 @@ def test_speed_at_several_seeds_is_in_order_only_where_every_sweep_is(monkeypatc
     both = check_speed(None, [], tmp_path, 1, 5, levels, print, seeds=[0, 1, 0])  # each seed once
     assert both["seeds"] == [0, 1] and folders[1:] == ["speed_0.9_seed0", "speed_0.9_seed1"]
     assert both["per_seed"]["0"]["monotonic"] and not both["per_seed"]["1"]["monotonic"]
-    assert not both["monotonic"] and not both["head_motion_monotonic"]
+    assert not both["monotonic"] and not both["head_motion_monotonic"] and not both["pose_motion_monotonic"]
     assert both["measured"] == pytest.approx({"0.1": 1.605, "0.9": 1.75, "1.6": 1.77})  # the means of the sweeps
     sweeps[1] = {"0.1": 1.0, "0.9": 1.5, "1.6": 2.0}
     assert check_speed(None, [], tmp_path, 1, 5, levels, print, seeds=[0, 1])["monotonic"]

@@ -41,6 +41,7 @@ from emoportrait.evaluation.runner import finite_mean
 
 CHECKS = ("lipsync", "speed", "long", "vae")
 HEAD_MOTION_SIGMA = 6.0  # frames: the speed check's second reading, the head's turning without the tracker's wobble
+POSE_MOTION_SIGMA = 3.0  # frames: the third reading's filter, on the pose regressor's angles (evaluation/pose_regressor.py)
 SPEED_LEVELS = (0.1, 0.9, 1.6)  # degrees/frame: the synthetic world's still, moderate and fast levels
 
 
@@ -168,7 +169,10 @@ def check_speed(pipe, clips, work: Path, steps: int, max_frames: int | None, lev
     clips' ground truth: frame-to-frame noise the face tracker reads as head motion. `head_motion` is
     the same tracks' speed with the head pose smoothed over `HEAD_MOTION_SIGMA` frames instead of the
     labels' 1.5: on generated faces the tracker's pose wobbles by many degrees from frame to frame, and
-    the longer filter keeps the head's own turning while dropping most of that wobble.
+    the longer filter keeps the head's own turning while dropping most of that wobble. `pose_motion`
+    reads the pose from the same face boxes with the world's head-pose regressor
+    (evaluation/pose_regressor.py, trained on the renderer with the look of generated video) instead
+    of MediaPipe's landmarks, smoothed over `POSE_MOTION_SIGMA` frames.
 
     With several `seeds` (default: `seed` alone) the sweep is generated once per seed: `per_seed`
     keeps each sweep, the top-level readings are their means, and `monotonic` (`head_motion_monotonic`)
@@ -193,7 +197,9 @@ def check_speed(pipe, clips, work: Path, steps: int, max_frames: int | None, lev
            "monotonic": all(r["monotonic"] for r in per_seed.values()), "clips": len(clips),
            "flicker": mean_over_seeds("flicker"), "flicker_ground_truth": truth,
            "head_motion": mean_over_seeds("head_motion"),
-           "head_motion_monotonic": all(r["head_motion_monotonic"] for r in per_seed.values())}
+           "head_motion_monotonic": all(r["head_motion_monotonic"] for r in per_seed.values()),
+           "pose_motion": mean_over_seeds("pose_motion"),
+           "pose_motion_monotonic": all(r["pose_motion_monotonic"] for r in per_seed.values())}
     if len(seeds) > 1:
         out["seeds"], out["per_seed"] = seeds, per_seed
     return out
@@ -205,16 +211,18 @@ def _speed_sweep(pipe, clips, work: Path, folder: str, steps: int, max_frames: i
     from emoportrait.data.faces import FaceAnalyzer, head_speed
     from emoportrait.data.media import read_video
     from emoportrait.evaluation.generation import generate_for_set
+    from emoportrait.evaluation.pose_regressor import load_head_pose_regressor, pose_rotations, predict_pose
     from emoportrait.evaluation.synthetic import temporal_hf_energy
 
-    measured, flicker, motion = {}, {}, {}
+    regressor = load_head_pose_regressor()
+    measured, flicker, motion, posed = {}, {}, {}, {}
     with FaceAnalyzer() as analyzer:
         for level in levels:
             videos = work / folder.format(level=level)
             videos.mkdir(parents=True, exist_ok=True)
             log(f"speed: generating {len(clips)} clips at {level:g} deg/frame (seed {seed})")
             generate_for_set("", clips, videos, steps, seed=seed, max_frames=max_frames, log=log, speed=level, pipe=pipe)
-            speeds, jitters, slow = [], [], []
+            speeds, jitters, slow, regressed = [], [], [], []
             for clip in clips:
                 path = videos / f"{clip.name}.mp4"
                 if path.is_file():
@@ -224,10 +232,14 @@ def _speed_sweep(pipe, clips, work: Path, folder: str, steps: int, max_frames: i
                     if track.found.sum() >= 2:
                         speeds.append(float(np.mean(track.speed[track.found])))
                         slow.append(float(np.mean(head_speed(track.rotations, HEAD_MOTION_SIGMA)[track.found])))
+                        rotations = pose_rotations(predict_pose(regressor, frames, track.boxes))
+                        regressed.append(float(np.mean(head_speed(rotations, POSE_MOTION_SIGMA)[track.found])))
             key = f"{level:g}"
             measured[key], flicker[key], motion[key] = finite_mean(speeds), finite_mean(jitters), finite_mean(slow)
+            posed[key] = finite_mean(regressed)
     return {"measured": measured, "monotonic": _rising(measured, levels), "flicker": flicker,
-            "head_motion": motion, "head_motion_monotonic": _rising(motion, levels)}
+            "head_motion": motion, "head_motion_monotonic": _rising(motion, levels),
+            "pose_motion": posed, "pose_motion_monotonic": _rising(posed, levels)}
 
 
 def _rising(values: dict, levels) -> bool:

@@ -53,10 +53,11 @@ def face_crop(rgb: np.ndarray, box: np.ndarray, size: int = CROP) -> np.ndarray:
                           borderMode=cv2.BORDER_REPLICATE)
 
 
-class MouthRegressor(nn.Module):
-    """(B, 3, 64, 64) RGB crops in [0, 1] -> (B,) mouth opening (inner-lip gap / face height)."""
+class CropRegressor(nn.Module):
+    """(B, 3, 64, 64) RGB face crops in [0, 1] -> (B, outputs): the small CNN of the synthetic world's
+    measuring devices (this mouth regressor, evaluation/pose_regressor.py)."""
 
-    def __init__(self, width: int = 24):
+    def __init__(self, width: int = 24, outputs: int = 1):
         super().__init__()
         w = width
         layers, cin = [], 3
@@ -65,10 +66,20 @@ class MouthRegressor(nn.Module):
                        nn.Conv2d(cout, cout, 3, stride=2, padding=1), nn.SiLU()]
             cin = cout
         self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(cin * 16, 1)
+        self.head = nn.Linear(cin * 16, outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x - 0.5).flatten(1))[:, 0]  # (B,)
+        return self.head(self.features(x - 0.5).flatten(1))  # (B, outputs)
+
+
+class MouthRegressor(CropRegressor):
+    """(B, 3, 64, 64) RGB crops in [0, 1] -> (B,) mouth opening (inner-lip gap / face height)."""
+
+    def __init__(self, width: int = 24):
+        super().__init__(width, outputs=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x)[:, 0]  # (B,)
 
 
 def load_mouth_regressor(path: str | os.PathLike | None = None) -> MouthRegressor:
@@ -86,7 +97,6 @@ def load_mouth_regressor(path: str | os.PathLike | None = None) -> MouthRegresso
     return model.eval()
 
 
-@torch.no_grad()
 def predict_mouth(model: MouthRegressor, frames: np.ndarray, boxes: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Mouth opening per frame.
 
@@ -95,13 +105,19 @@ def predict_mouth(model: MouthRegressor, frames: np.ndarray, boxes: np.ndarray, 
     Returns:
         (T,) float64, NaN where there is no face box.
     """
-    out = np.full(len(frames), np.nan)
+    return predict_crops(model, frames, boxes, batch_size)[:, 0]
+
+
+@torch.no_grad()
+def predict_crops(model: CropRegressor, frames: np.ndarray, boxes: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """A crop regressor's outputs per frame: (T, outputs) float64, NaN rows where there is no face box."""
+    out = np.full((len(frames), model.head.out_features), np.nan)
     idx = [t for t in range(len(frames)) if np.isfinite(boxes[t]).all()]
     for i in range(0, len(idx), batch_size):
         ts = idx[i:i + batch_size]
         crops = np.stack([face_crop(frames[t], boxes[t]) for t in ts])
         x = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255.0
-        out[ts] = model(x).double().numpy()
+        out[ts] = CropRegressor.forward(model, x).double().numpy()
     return out
 
 
@@ -135,8 +151,16 @@ def _augment(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return img
 
 
-def render_samples(seed: int, identities: range, per_identity: int, rng_seed: int, augment: bool):
-    """Rendered face crops and targets: ((N, 64, 64, 3) uint8, (N,) float32 gap / face height, (N,) identity)."""
+def mouth_target(info: dict, state) -> float:
+    """The regressor's target for one render: the inner-lip gap divided by the face box height."""
+    gt = info["box"]
+    return info["mouth_open_px"] / (gt[3] - gt[1])
+
+
+def render_samples(seed: int, identities: range, per_identity: int, rng_seed: int, augment: bool,
+                   target=mouth_target, sample_state=_random_state):
+    """Rendered face crops and targets: ((N, 64, 64, 3) uint8, (N,) or (N, K) float32 `target(info, state)`
+    (default the gap / face height), (N,) identity); each render's FrameState is `sample_state(rng)`."""
     from emoportrait.data.faces import FaceDetector
     from emoportrait.data.synth.identity import make_identity
     from emoportrait.data.synth.render import Renderer
@@ -149,15 +173,15 @@ def render_samples(seed: int, identities: range, per_identity: int, rng_seed: in
             renderers = {s: Renderer(ident, size=s) for s in (128, 256)}
             for _ in range(per_identity):
                 size = 128 if rng.random() < 0.7 else 256
-                frame, info = renderers[size].render(_random_state(rng))
+                state = sample_state(rng)
+                frame, info = renderers[size].render(state)
                 box = det.detect(frame)
                 if box is None:
                     continue
                 jitter = rng.normal(0, 0.02, 4) * (box[3] - box[1]) if augment else 0
                 crop = face_crop(frame, box + jitter)
                 crops.append(_augment(crop, rng) if augment else crop)
-                gt = info["box"]
-                targets.append(info["mouth_open_px"] / (gt[3] - gt[1]))
+                targets.append(target(info, state))
                 ids.append(i)
     return np.stack(crops), np.array(targets, np.float32), np.array(ids)
 
@@ -166,6 +190,34 @@ def per_identity_r(pred: np.ndarray, target: np.ndarray, ids: np.ndarray) -> flo
     """Mean over identities of the Pearson r between prediction and target."""
     rs = [np.corrcoef(pred[ids == i], target[ids == i])[0, 1] for i in np.unique(ids)]
     return float(np.mean(rs))
+
+
+def fit(model: CropRegressor, x: torch.Tensor, y: torch.Tensor, epochs: int, flip_sign=None) -> CropRegressor:
+    """Train a crop regressor on crops x (N, 3, 64, 64) and targets y (N,) or (N, K) (smooth L1 on the targets
+    standardised per column; the scale is folded into the head, so the model predicts target units). Half
+    the batches are mirrored left-right, the targets multiplied by `flip_sign` (K,) (default all +1: a
+    mouth opening is symmetric; a yaw or roll changes sign)."""
+    y = y.reshape(len(y), -1)
+    sign = torch.ones(y.shape[1]) if flip_sign is None else torch.as_tensor(flip_sign, dtype=torch.float32)
+    scale = y.std(dim=0)  # train on a standardised target, store the scale in the weights
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    steps = epochs * ((len(x) + 63) // 64)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
+    for _ in range(epochs):
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x), 64):
+            b = perm[i:i + 64]
+            xb, yb = x[b], y[b]
+            if torch.rand(()) < 0.5:
+                xb, yb = xb.flip(-1), yb * sign
+            loss = nn.functional.smooth_l1_loss(CropRegressor.forward(model, xb), yb / scale, beta=0.5)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    model.head.weight.data *= scale[:, None]  # predictions in target units
+    model.head.bias.data *= scale
+    return model.eval()
 
 
 def train(out: Path, n_train_ids: int = 48, per_id: int = 60, n_val_ids: int = 12, epochs: int = 25,
@@ -179,27 +231,7 @@ def train(out: Path, n_train_ids: int = 48, per_id: int = 60, n_val_ids: int = 1
     xv, yv, iv = render_samples(HELDOUT_SEED, range(n_val_ids), 40, seed + 1, augment=False)
     t_render = time.time() - t0
     x = torch.from_numpy(xs).permute(0, 3, 1, 2).float() / 255.0
-    y = torch.from_numpy(ys)
-    scale = float(y.std())  # train on a standardised target, store the scale in the weights
-    model = MouthRegressor()
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    steps = epochs * ((len(x) + 63) // 64)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
-    for _ in range(epochs):
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 64):
-            b = perm[i:i + 64]
-            xb = x[b]
-            if torch.rand(()) < 0.5:  # faces are left-right symmetric
-                xb = xb.flip(-1)
-            loss = nn.functional.smooth_l1_loss(model(xb), y[b] / scale, beta=0.5)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-    model.head.weight.data *= scale  # predictions in target units
-    model.head.bias.data *= scale
-    model.eval()
+    model = fit(MouthRegressor(), x, torch.from_numpy(ys), epochs)
     with torch.no_grad():
         pv = model(torch.from_numpy(xv).permute(0, 3, 1, 2).float() / 255.0).numpy()
     r_all = float(np.corrcoef(pv, yv)[0, 1])
