@@ -145,6 +145,10 @@ def main() -> None:
     if sp.get("head_motion"):  # the same tracks, pose smoothed over 6 frames (speed checks written since 2026-12-06)
         lines.append("| ... head motion (pose smoothed over 6 frames) | " + ", ".join(_f(v) for v in sp["head_motion"].values())
                      + f" (monotonic: {sp.get('head_motion_monotonic')}) | increasing |")
+    if sp.get("pose_motion"):  # the head-pose regressor's reading (speed checks written since 2026-12-06)
+        lines.append("| ... head motion read by the head-pose regressor (3 frames) | "
+                     + ", ".join(_f(v) for v in sp["pose_motion"].values())
+                     + f" (monotonic: {sp.get('pose_motion_monotonic')}) | increasing |")
     n_long = len(lg.get("videos", [])) or 1
     each = "; per video " + ", ".join(f"{100 * v['jitter_growth']:+.0f} %" for v in lg["videos"]
                                      if v.get("jitter_growth") is not None) if n_long > 1 else ""
