@@ -80,3 +80,17 @@ def test_pose_rotations_are_the_renderers_and_keep_missing_frames_missing():
 def test_missing_weights_are_one_line(tmp_path):
     with pytest.raises(EMOError, match="retrain: python -m emoportrait.evaluation.pose_regressor"):
         load_head_pose_regressor(tmp_path / "none.safetensors")
+
+
+def test_retraining_writes_loadable_weights_with_their_heldout_numbers(tmp_path, capsys):
+    from safetensors import safe_open
+
+    from emoportrait.evaluation.pose_regressor import main
+
+    out = tmp_path / "sub" / "pose.safetensors"
+    assert main(["--out", str(out), "--epochs", "1", "--train-identities", "1", "--per-identity", "4"]) == 0
+    assert "heldout_mae_yaw=" in capsys.readouterr().out
+    load_head_pose_regressor(out)
+    with safe_open(str(out), "pt") as f:
+        assert set(f.metadata()) == {f"heldout_{m}_{a}" for m in ("r", "mae") for a in ("yaw", "pitch", "roll")}
+    assert [p.name for p in out.parent.iterdir()] == ["pose.safetensors"]  # no temporary file left beside it

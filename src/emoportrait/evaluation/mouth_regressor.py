@@ -223,8 +223,6 @@ def fit(model: CropRegressor, x: torch.Tensor, y: torch.Tensor, epochs: int, fli
 def train(out: Path, n_train_ids: int = 48, per_id: int = 60, n_val_ids: int = 12, epochs: int = 25,
           seed: int = 0) -> dict:
     """Render, train, validate on held-out identities, save safetensors; returns the numbers."""
-    from safetensors.torch import save_file
-
     torch.manual_seed(seed)
     t0 = time.time()
     xs, ys, _ = render_samples(TRAIN_SEED, range(n_train_ids), per_id, seed, augment=True)
@@ -236,29 +234,42 @@ def train(out: Path, n_train_ids: int = 48, per_id: int = 60, n_val_ids: int = 1
         pv = model(torch.from_numpy(xv).permute(0, 3, 1, 2).float() / 255.0).numpy()
     r_all = float(np.corrcoef(pv, yv)[0, 1])
     r_id = per_identity_r(pv, yv, iv)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from emoportrait.atomic import atomic_path
-
-    with atomic_path(out) as tmp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp),
-                  metadata={"heldout_r": f"{r_all:.4f}", "heldout_r_per_identity": f"{r_id:.4f}"})
+    save_weights(model, out, {"heldout_r": r_all, "heldout_r_per_identity": r_id})
     return {"train_samples": len(x), "heldout_samples": len(xv), "heldout_r": r_all,
             "heldout_r_per_identity": r_id, "render_s": t_render, "total_s": time.time() - t0}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Retrain the synthetic-world mouth-opening regressor.")
-    parser.add_argument("--out", type=Path, default=default_weights_path())
+def save_weights(model: CropRegressor, out: Path, heldout: dict) -> None:
+    """The regressor's weights as safetensors at `out` (written whole or not at), its held-out numbers as metadata."""
+    from safetensors.torch import save_file
+
+    from emoportrait.atomic import atomic_path
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp),
+                  metadata={k: f"{v:.4f}" for k, v in heldout.items()})
+
+
+def retrain_cli(argv, description: str, default_out: Path, per_identity: int, train_fn) -> dict:
+    """The retraining command of a crop regressor: parse argv, train with `train_fn`, print and return its numbers."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", type=Path, default=default_out)
     parser.add_argument("--epochs", type=int, default=25)
     parser.add_argument("--train-identities", type=int, default=48)
-    parser.add_argument("--per-identity", type=int, default=60)
+    parser.add_argument("--per-identity", type=int, default=per_identity)
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
-    stats = train(args.out, args.train_identities, args.per_identity, epochs=args.epochs)
+    stats = train_fn(args.out, args.train_identities, args.per_identity, epochs=args.epochs)
     print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items()))
+    return {"out": args.out, **stats}
+
+
+def main(argv: list[str] | None = None) -> int:
+    out = retrain_cli(argv, "Retrain the synthetic-world mouth-opening regressor.", default_weights_path(), 60, train)["out"]
     from emoportrait.evaluation.synthetic import write_identity_center
 
-    write_identity_center(args.out.parent / "synth_identity_center.safetensors")
+    write_identity_center(out.parent / "synth_identity_center.safetensors")
     return 0
 
 

@@ -20,7 +20,6 @@ Shipped weights: `emoportrait/assets/head_pose_regressor.safetensors` (~0.8 MB).
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from importlib import resources
@@ -37,6 +36,8 @@ from emoportrait.evaluation.mouth_regressor import (
     fit,
     predict_crops,
     render_samples,
+    retrain_cli,
+    save_weights,
 )
 
 FLIP_SIGN = (-1.0, 1.0, -1.0)  # a face mirrored left-right: yaw and roll change sign, pitch does not
@@ -106,10 +107,6 @@ def pose_rotations(ypr: np.ndarray) -> np.ndarray:
 def train(out: Path, n_train_ids: int = 48, per_id: int = 100, n_val_ids: int = 12, epochs: int = 25,
           seed: int = 0) -> dict:
     """Render, train, validate on held-out identities, save safetensors; returns the numbers."""
-    from safetensors.torch import save_file
-
-    from emoportrait.atomic import atomic_path
-
     torch.manual_seed(seed)
     t0 = time.time()
     xs, ys, _ = render_samples(TRAIN_SEED, range(n_train_ids), per_id, seed, augment=True, target=pose_target,
@@ -125,23 +122,12 @@ def train(out: Path, n_train_ids: int = 48, per_id: int = 100, n_val_ids: int = 
     for k, name in enumerate(("yaw", "pitch", "roll")):
         stats[f"heldout_r_{name}"] = float(np.corrcoef(pv[:, k], yv[:, k])[0, 1])
         stats[f"heldout_mae_{name}"] = float(np.abs(pv[:, k] - yv[:, k]).mean())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp),
-                  metadata={k: f"{v:.4f}" for k, v in stats.items() if k.startswith("heldout_")})
+    save_weights(model, out, {k: v for k, v in stats.items() if k.startswith(("heldout_r_", "heldout_mae_"))})
     return {**stats, "render_s": t_render, "total_s": time.time() - t0}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Retrain the synthetic-world head-pose regressor.")
-    parser.add_argument("--out", type=Path, default=default_weights_path())
-    parser.add_argument("--epochs", type=int, default=25)
-    parser.add_argument("--train-identities", type=int, default=48)
-    parser.add_argument("--per-identity", type=int, default=100)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
-    stats = train(args.out, args.train_identities, args.per_identity, epochs=args.epochs)
-    print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items()))
+    retrain_cli(argv, "Retrain the synthetic-world head-pose regressor.", default_weights_path(), 100, train)
     return 0
 
 
