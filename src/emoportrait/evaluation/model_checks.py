@@ -7,7 +7,9 @@ Four checks, each generating with the model and measuring with the evaluation's 
   shuffled run is the control a model that ignores the audio would also reach. Identity
   similarity to the reference is read against the ground-truth video's own.
 - `speed`: the same clips at several requested head speeds; the mean head speed measured in the
-  generated frames (data.faces, as `speed_adherence`) should grow with the request.
+  generated frames (data.faces, as `speed_adherence`; and two more readings: the pose smoothed longer,
+  and the pose read by the world's head-pose regressor) should grow with the request, at every seed of
+  `--speed-seeds`.
 - `long`: long videos (default one of 20 s, the held-out clips' audio concatenated) from one
   reference each (`--long-videos K`: K references spread over the split): jitter and identity
   similarity in the first vs the last quarter, and the clip-boundary seam ratio over the whole
@@ -175,8 +177,8 @@ def check_speed(pipe, clips, work: Path, steps: int, max_frames: int | None, lev
     of MediaPipe's landmarks, smoothed over `POSE_MOTION_SIGMA` frames.
 
     With several `seeds` (default: `seed` alone) the sweep is generated once per seed: `per_seed`
-    keeps each sweep, the top-level readings are their means, and `monotonic` (`head_motion_monotonic`)
-    holds only where every seed's sweep rises: one sweep of 3 clips can be in order by the
+    keeps each sweep, the top-level readings are their means, and `monotonic` (and the other two
+    readings' `*_monotonic`) holds only where every seed's sweep rises: one sweep of 3 clips can be in order by the
     generation noise alone (docs/experiments.md, "Is the speed order real?").
     """
     from emoportrait.data.media import read_video
