@@ -47,9 +47,9 @@ def main() -> None:
             found = track.found
             if found.sum() < 10:
                 continue
-            read = {"truth": pose_rotations(truth), "MediaPipe": track.rotations,
-                    "regressor": pose_rotations(predict_pose(model, frames, track.boxes))}
-            for name, ypr in (("MediaPipe", track.ypr), ("regressor", predict_pose(model, frames, track.boxes))):
+            regressed = predict_pose(model, frames, track.boxes)
+            read = {"truth": pose_rotations(truth), "MediaPipe": track.rotations, "regressor": pose_rotations(regressed)}
+            for name, ypr in (("MediaPipe", track.ypr), ("regressor", regressed)):
                 ok = found & np.isfinite(ypr).all(axis=1)
                 errors[name].append(np.abs((ypr[ok] - ypr[ok].mean(0)) - (truth[ok] - truth[ok].mean(0))).mean(0))
             row = levels.setdefault(clip.truth.speed, {})
