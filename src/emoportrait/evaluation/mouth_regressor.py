@@ -124,7 +124,8 @@ def predict_crops(model: CropRegressor, frames: np.ndarray, boxes: np.ndarray, b
 # ---------------------------------------------------------------- training data
 
 
-def _random_state(rng: np.random.Generator):
+def random_render_state(rng: np.random.Generator):
+    """A random FrameState for a training render: pose, mouth (a quarter closed), blink, brows and gaze."""
     from emoportrait.data.synth.render import FrameState
 
     closed = rng.random() < 0.25
@@ -158,7 +159,7 @@ def mouth_target(info: dict, state) -> float:
 
 
 def render_samples(seed: int, identities: range, per_identity: int, rng_seed: int, augment: bool,
-                   target=mouth_target, sample_state=_random_state):
+                   target=mouth_target, sample_state=random_render_state):
     """Rendered face crops and targets: ((N, 64, 64, 3) uint8, (N,) or (N, K) float32 `target(info, state)`
     (default the gap / face height), (N,) identity); each render's FrameState is `sample_state(rng)`."""
     from emoportrait.data.faces import FaceDetector

@@ -35,6 +35,7 @@ from emoportrait.evaluation.mouth_regressor import (
     CropRegressor,
     fit,
     predict_crops,
+    random_render_state,
     render_samples,
     retrain_cli,
     save_weights,
@@ -59,9 +60,7 @@ def pose_state(rng: np.random.Generator):
     clips reach (yaw +-32, pitch +-20, roll +-14 degrees), so that no reading of a world clip saturates."""
     from dataclasses import replace
 
-    from emoportrait.evaluation.mouth_regressor import _random_state
-
-    return replace(_random_state(rng), yaw=rng.uniform(-40, 40), pitch=rng.uniform(-25, 25), roll=rng.uniform(-18, 18))
+    return replace(random_render_state(rng), yaw=rng.uniform(-40, 40), pitch=rng.uniform(-25, 25), roll=rng.uniform(-18, 18))
 
 
 def pose_target(info: dict, state) -> tuple[float, float, float]:
