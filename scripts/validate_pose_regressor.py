@@ -2,7 +2,7 @@
 
 For held-out clips of a world (or their videos in VIDEOS, e.g. the VAE check's reconstructions): each device's
 per-frame error in yaw / pitch / roll after removing each clip's mean (MediaPipe's absolute angles carry a
-bias), and the mean head speed per requested level read by each device and by the truth, with the labels'
+bias; its yaw and pitch are flipped to the renderer's sign first), and the mean head speed per requested level read by each device and by the truth, with the labels'
 1.5-frame filter and with the speed check's longer ones (docs/evaluation.md, "Head-pose regressor").
 
     .venv/bin/python scripts/validate_pose_regressor.py --set runs/r30/world [--videos DIR] [--clips 24]
@@ -20,6 +20,10 @@ from emoportrait.data.media import read_video
 from emoportrait.evaluation.dataset import load_set
 from emoportrait.evaluation.model_checks import HEAD_MOTION_SIGMA, POSE_MOTION_SIGMA, spread
 from emoportrait.evaluation.pose_regressor import load_head_pose_regressor, pose_rotations, predict_pose
+
+# data.faces' yaw and pitch count the other way round from the renderer's (r = -0.9 to -1.0 per clip against the
+# world's truth); the speed readings do not depend on it, the per-frame errors would.
+MEDIAPIPE_SIGN = np.array([-1.0, -1.0, 1.0])
 
 
 def main() -> None:
@@ -49,7 +53,7 @@ def main() -> None:
                 continue
             regressed = predict_pose(model, frames, track.boxes)
             read = {"truth": pose_rotations(truth), "MediaPipe": track.rotations, "regressor": pose_rotations(regressed)}
-            for name, ypr in (("MediaPipe", track.ypr), ("regressor", regressed)):
+            for name, ypr in (("MediaPipe", track.ypr * MEDIAPIPE_SIGN), ("regressor", regressed)):
                 ok = found & np.isfinite(ypr).all(axis=1)
                 errors[name].append(np.abs((ypr[ok] - ypr[ok].mean(0)) - (truth[ok] - truth[ok].mean(0))).mean(0))
             row = levels.setdefault(clip.truth.speed, {})
