@@ -146,8 +146,8 @@ def test_speed_at_several_seeds_is_in_order_only_where_every_sweep_is(monkeypatc
     sweeps = {0: {"0.1": 1.66, "0.9": 1.71, "1.6": 1.92}, 1: {"0.1": 1.55, "0.9": 1.79, "1.6": 1.62}}
     folders = []
 
-    def fake_sweep(pipe, clips, work, folder, steps, max_frames, levels, log, seed):
-        folders.append(folder.format(level=0.9))
+    def fake_sweep(pipe, clips, work, suffix, steps, max_frames, levels, log, seed):
+        folders.append(f"speed_0.9{suffix}")
         m = sweeps[seed]
         return {"measured": m, "monotonic": _rising(m, levels), "flicker": {k: 0.05 for k in m},
                 "head_motion": {k: v / 3 for k, v in m.items()}, "head_motion_monotonic": _rising(m, levels),

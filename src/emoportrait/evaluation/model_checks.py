@@ -187,8 +187,8 @@ def check_speed(pipe, clips, work: Path, steps: int, max_frames: int | None, lev
     seeds = list(dict.fromkeys(seeds)) if seeds else [seed]  # each seed once, in order
     per_seed = {}
     for s in seeds:
-        folder = "speed_{level:g}" if len(seeds) == 1 else f"speed_{{level:g}}_seed{s}"
-        per_seed[str(s)] = _speed_sweep(pipe, clips, work, folder, steps, max_frames, levels, log, s)
+        suffix = "" if len(seeds) == 1 else f"_seed{s}"  # one seed: the folders of a one-seed check
+        per_seed[str(s)] = _speed_sweep(pipe, clips, work, suffix, steps, max_frames, levels, log, s)
     keys = [f"{lv:g}" for lv in levels]
 
     def mean_over_seeds(name: str) -> dict:
@@ -207,9 +207,9 @@ def check_speed(pipe, clips, work: Path, steps: int, max_frames: int | None, lev
     return out
 
 
-def _speed_sweep(pipe, clips, work: Path, folder: str, steps: int, max_frames: int | None, levels, log,
+def _speed_sweep(pipe, clips, work: Path, suffix: str, steps: int, max_frames: int | None, levels, log,
                  seed: int) -> dict:
-    """One sweep of `check_speed` at one generation seed, its videos in work/folder.format(level=...)."""
+    """One sweep of `check_speed` at one generation seed, its videos in work/speed_<level><suffix>."""
     from emoportrait.data.faces import FaceAnalyzer, head_speed
     from emoportrait.data.media import read_video
     from emoportrait.evaluation.generation import generate_for_set
@@ -220,7 +220,7 @@ def _speed_sweep(pipe, clips, work: Path, folder: str, steps: int, max_frames: i
     measured, flicker, motion, posed = {}, {}, {}, {}
     with FaceAnalyzer() as analyzer:
         for level in levels:
-            videos = work / folder.format(level=level)
+            videos = work / f"speed_{level:g}{suffix}"
             videos.mkdir(parents=True, exist_ok=True)
             log(f"speed: generating {len(clips)} clips at {level:g} deg/frame (seed {seed})")
             generate_for_set("", clips, videos, steps, seed=seed, max_frames=max_frames, log=log, speed=level, pipe=pipe)
