@@ -128,17 +128,21 @@ def test_seed_sets_the_generation_noise(world, tmp_path):
 
     assert cli_main(["init", "--config", "tiny", "--out", str(tmp_path / "m")]) == 0
 
-    def run(seed: int, name: str) -> np.ndarray:
+    def run(seed: int, name: str, free_init: int = 1) -> np.ndarray:
         out = tmp_path / name
         assert main(["--model", str(tmp_path / "m"), "--set", str(world), "--out", str(out), "--split", "all",
                      "--checks", "long", "--long-seconds", "0.6", "--steps", "1", "--device", "cpu",
-                     "--seed", str(seed)]) == 0
-        assert json.loads((out / "long.json").read_text())["seed"] == seed
+                     "--seed", str(seed), "--free-init-iters", str(free_init)]) == 0
+        result = json.loads((out / "long.json").read_text())
+        assert result["seed"] == seed and result["free_init_iters"] == free_init
         return read_video(out / "videos" / "long.mp4").astype(float)
 
     a, b, c = run(1, "a"), run(1, "b"), run(0, "c")
     assert np.array_equal(a, b)
     assert np.abs(a - c).mean() > 1.0
+    assert np.abs(run(1, "d", free_init=2) - a).mean() > 1.0  # FreeInit's second pass changes the frames
+    assert main(["--model", str(tmp_path / "m"), "--set", str(world), "--out", str(tmp_path / "e"),
+                 "--free-init-iters", "0"]) == 2
 
 
 def test_speed_at_several_seeds_is_in_order_only_where_every_sweep_is(monkeypatch, tmp_path):

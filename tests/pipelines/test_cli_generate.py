@@ -63,6 +63,23 @@ def test_generate_matches_the_audio(cli, tiny_model_dir, face_png, speech_wav, t
         assert container.streams.audio[0].codec_context.name == "aac"
 
 
+def test_free_init_option(cli, tiny_model_dir, face_png, tmp_path):
+    audio = write_audio(tmp_path / "short.wav", speech_like(0.3), 16000)
+    videos = {}
+    for iters in (1, 2):
+        out = tmp_path / f"fi{iters}.mp4"
+        code, stdout, err = cli("--image", face_png, "--audio", audio, "--out", out, "--model", tiny_model_dir,
+                                "--steps", 2, "--free-init-iters", iters)
+        assert code == 0, err
+        assert f"x {2 * iters} steps" in stdout  # FreeInit's passes count in the summary
+        videos[iters] = np.stack(read_video(out)).astype(np.float32)
+    assert videos[1].shape == videos[2].shape and np.abs(videos[1] - videos[2]).mean() > 0.1
+    code, _, err = cli("--image", face_png, "--audio", audio, "--out", tmp_path / "bad.mp4", "--model", tiny_model_dir,
+                       "--free-init-iters", 0)
+    assert code == 2 and err.strip() == "emoportrait generate: error: --free-init-iters must be at least 1, got 0"
+    assert not (tmp_path / "bad.mp4").exists()
+
+
 def test_fallback_inputs(cli, tiny_model_dir, tmp_path):
     # 8 kHz stereo ogg, a grayscale 16-bit portrait stored sideways with an EXIF rotation.
     t = np.arange(4000) / 8000

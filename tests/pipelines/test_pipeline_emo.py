@@ -359,3 +359,64 @@ def test_without_motion_frames_every_clip_is_generated_as_the_first(tiny_pipe, f
     f = tiny_pipe.num_frames
     assert np.array_equal(alone[:, :f], carried[:, :f])  # the first clip never has motion frames
     assert np.abs(alone[:, f:] - carried[:, f:]).mean() > 1e-4  # later clips lose what was carried
+
+
+
+def _spectrum(x):
+    """(1, C, F, h, w) latents -> their centred spatio-temporal spectrum, FreeInit's layout."""
+    return torch.fft.fftshift(torch.fft.fftn(x, dim=(-3, -2, -1)), dim=(-3, -2, -1))
+
+
+def test_free_init_repasses_each_clip_from_the_first_noises_low_frequencies(tiny_pipe, face_mask64):
+    audio = speech_like(0.4)  # 10 frames: 3 clips
+    plain = run(tiny_pipe, audio, face_mask64, seed=2)
+    tiny_pipe.enable_free_init(num_iters=1)  # one pass is the plain pipeline, bit for bit
+    assert np.array_equal(run(tiny_pipe, audio, face_mask64, seed=2), plain)
+
+    tiny_pipe.enable_free_init(num_iters=2)
+    ref_spy, unet_spy = Spy(tiny_pipe.reference_unet, tiny_pipe), Spy(tiny_pipe.unet, tiny_pipe, keep=True)
+    starts, ends = [], []
+    hook = tiny_pipe.unet.register_forward_pre_hook(lambda m, args: starts.append(args[0][:1].clone()))
+
+    def keep_latents(pipe, i, t, kwargs):
+        ends.append(kwargs["latents"].clone())
+        return kwargs
+
+    try:
+        twice = run(tiny_pipe, audio, face_mask64, seed=2, callback_on_step_end=keep_latents)
+    finally:
+        ref_spy.remove(), unet_spy.remove(), hook.remove()
+    assert [c["clip"] for c in ref_spy.calls] == [0, 1, 2]  # the ReferenceNet still runs once per clip
+    assert [c["clip"] for c in unet_spy.calls] == [0] * 4 + [1] * 4 + [2] * 4  # two passes of STEPS per clip
+    assert tiny_pipe.steps_per_clip(STEPS) == 2 * STEPS
+    assert twice.shape == plain.shape and np.abs(twice - plain).mean() > 1e-4
+    assert np.array_equal(run(tiny_pipe, audio, face_mask64, seed=2), twice)  # still seeded
+    # Pass 2 of clip 1 starts, in the low band, from pass 1's result diffused back to the last timestep with
+    # pass 1's own noise, and from fresh noise above it.
+    first, second, result = starts[0], starts[STEPS], ends[STEPS - 1]
+    last_t = torch.tensor([tiny_pipe.scheduler.config.num_train_timesteps - 1])
+    diffused = _spectrum(tiny_pipe.scheduler.add_noise(result, first, last_t))
+    band = tiny_pipe._get_free_init_freq_filter((1, *first.shape[1:]), "cpu", "butterworth", 4, 0.25, 0.25)
+    low, high = band > 0.999, band < 0.01  # the filter passes the clip's mean and stops most of the spectrum
+    assert low.any() and high.sum() > band.numel() // 2
+    assert torch.allclose(_spectrum(second)[low], diffused[low], rtol=1e-4, atol=1e-3)
+    a, b = _spectrum(second)[high].real, diffused[high].real
+    assert abs(float(torch.corrcoef(torch.stack([a, b]))[0, 1])) < 0.2
+    tiny_pipe.disable_free_init()
+    assert np.array_equal(run(tiny_pipe, audio, face_mask64, seed=2), plain)
+
+
+def test_free_init_fast_sampling_and_bad_settings(tiny_pipe, face_mask64):
+    tiny_pipe.enable_free_init(num_iters=3, use_fast_sampling=True)
+    spy = Spy(tiny_pipe.unet, tiny_pipe)
+    try:
+        run(tiny_pipe, speech_like(0.16), face_mask64, num_inference_steps=6)  # one clip
+    finally:
+        spy.remove()
+    assert len(spy.calls) == tiny_pipe.steps_per_clip(6) == 2 + 4 + 6  # coarse to fine
+    for bad, match in (({"num_iters": 0}, "num_iters"), ({"num_iters": 2.5}, "num_iters"),
+                       ({"method": "box"}, "method"), ({"spatial_stop_frequency": 0}, "spatial_stop_frequency"),
+                       ({"temporal_stop_frequency": 1.5}, "temporal_stop_frequency")):
+        tiny_pipe.enable_free_init(**bad)
+        with pytest.raises(EMOError, match=match):
+            run(tiny_pipe, speech_like(0.16), face_mask64)

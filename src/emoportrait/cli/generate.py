@@ -40,6 +40,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
                    help="weights dtype (default: float16/bfloat16 on GPU, float32 on CPU)")
+    p.add_argument("--free-init-iters", type=int, default=1, metavar="N",
+                   help="FreeInit: denoise each clip N times, each pass from the last one's low-frequency noise "
+                        "(less flicker, N x the time; default 1 = off)")
     p.add_argument("--decode-chunk-size", type=int, default=8, metavar="N", help="frames the VAE decodes at once (default 8)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
@@ -91,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
         raise EMOError(f"--steps must be at least 1, got {args.steps}")
     if args.decode_chunk_size < 1:
         raise EMOError(f"--decode-chunk-size must be at least 1, got {args.decode_chunk_size}")
+    if args.free_init_iters < 1:
+        raise EMOError(f"--free-init-iters must be at least 1, got {args.free_init_iters}")
     for name in ("speed", "guidance_ref", "guidance_audio"):
         value = getattr(args, name)
         if value is not None and not np.isfinite(value):
@@ -113,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
         transformers_logging.set_verbosity_error()
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
     pipe.set_progress_bar_config(disable=args.no_progress, unit="step", leave=False, dynamic_ncols=True)
+    if args.free_init_iters > 1:
+        pipe.enable_free_init(num_iters=args.free_init_iters)
     rate = mux_rate(args.audio)
     soundtrack = read_audio(args.audio, sample_rate=rate)  # the original audio, for the mp4
 
@@ -134,6 +141,6 @@ def run(args: argparse.Namespace) -> int:
         raise EMOError(f"--out {out}: could not write the video ({e.strerror or type(e).__name__})") from None
     gen_seconds = time.perf_counter() - gen_start
     frames = writer.num_frames
-    print(f"wrote {out}: {frames} frames ({frames / FPS:.2f} s of video, {pipe.num_clips} clips x {args.steps} steps) "
+    print(f"wrote {out}: {frames} frames ({frames / FPS:.2f} s of video, {pipe.num_clips} clips x {pipe.steps_per_clip(args.steps)} steps) "
           f"in {gen_seconds:.1f} s = {gen_seconds / frames:.2f} s/frame (total {time.perf_counter() - start:.1f} s)")
     return 0

@@ -385,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="reference guidance scale for every check (default: the model's)")
     p.add_argument("--guidance-audio", type=float, default=None, metavar="SCALE",
                    help="audio guidance scale for every check (default: the model's)")
+    p.add_argument("--free-init-iters", type=int, default=1, metavar="N",
+                   help="generate with FreeInit, N denoising passes per clip (default 1 = off)")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
     checks = [c for c in args.checks.split(",") if c]
@@ -393,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
             speed_seeds = [int(x) for x in args.speed_seeds.split(",") if x.strip()] if args.speed_seeds else None
         except ValueError:
             raise EMOError(f"--speed-seeds {args.speed_seeds!r}: expected comma-separated integers, e.g. 0,1") from None
+        if args.free_init_iters < 1:
+            raise EMOError(f"--free-init-iters must be at least 1, got {args.free_init_iters}")
         unknown = set(checks) - set(CHECKS)
         if unknown:
             raise EMOError(f"unknown check(s) {', '.join(sorted(unknown))}; choose from {', '.join(CHECKS)}")
@@ -408,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
             pipe.set_progress_bar_config(disable=True)
             scales = {"guidance_scale_ref": args.guidance_ref, "guidance_scale_audio": args.guidance_audio}
             pipe.register_to_config(**{k: v for k, v in scales.items() if v is not None})  # the default for every call
+            if args.free_init_iters > 1:
+                pipe.enable_free_init(num_iters=args.free_init_iters)
         work = args.out / "videos"
         work.mkdir(parents=True, exist_ok=True)  # `--checks long` alone writes long.mp4 straight into it
 
@@ -428,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
                                     args.long_videos, args.long_control)
             if check != "vae":  # the scales and the seed the videos were generated with
                 result["guidance"] = {"ref": pipe.config.guidance_scale_ref, "audio": pipe.config.guidance_scale_audio}
+                result["free_init_iters"] = args.free_init_iters
                 if "seeds" not in result:
                     result["seed"] = args.seed
             result["command"] = " ".join(["python -m emoportrait.evaluation.model_checks", *(argv or sys.argv[1:])])

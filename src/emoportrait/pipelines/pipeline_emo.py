@@ -7,7 +7,9 @@ generated one after another; the last N frames of each clip are the next clip's 
 latents in one batch) and its features are reused at every denoising step; the audio embeddings
 are computed once for the whole audio; the classifier-free guidance branches run in one batched
 backbone forward; each clip is decoded in frame chunks and handed on before the next one starts,
-so `iter_frames` streams a video of any length in memory bounded by one clip.
+so `iter_frames` streams a video of any length in memory bounded by one clip. FreeInit (diffusers'
+`FreeInitMixin`, `pipe.enable_free_init(num_iters=...)`) denoises each clip again from noise that
+keeps the previous pass's low spatio-temporal frequencies: an opt-in, num_iters x the cost.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import DiffusionPipeline
+from diffusers.pipelines.free_init_utils import FreeInitMixin
 
 import emoportrait.models  # noqa: F401  (diffusers resolves the model folder's classes in loaded modules)
 from emoportrait.data.media import FPS, SAMPLE_RATE
@@ -34,6 +37,7 @@ from emoportrait.pipelines.preprocessing import load_audio, load_image, num_vide
 OUTPUT_TYPES = ("np", "pil", "pt", "latent")
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640 audio samples per video frame
 DEFAULT_SPEED = 0.5  # degrees/frame (12.5 deg/s): calm talking-head motion, inside the speed buckets' range
+FREE_INIT_METHODS = ("butterworth", "gaussian", "ideal")  # diffusers' FreeInit low-pass filters
 
 
 @dataclass
@@ -57,7 +61,7 @@ class GenerationInputs:
     num_clips: int
 
 
-class EMOPipeline(DiffusionPipeline):
+class EMOPipeline(DiffusionPipeline, FreeInitMixin):
     r"""Audio-driven portrait video generation (EMO, paper section 3.2, Fig. 2).
 
     Components:
@@ -78,6 +82,12 @@ class EMOPipeline(DiffusionPipeline):
 
     A face detector for reference framing can be set as `pipe.face_detector` (an object with
     `detect(rgb) -> box | None`); by default MediaPipe's is used.
+
+    `enable_free_init(num_iters=N, ...)` (diffusers' `FreeInitMixin`, as for AnimateDiff) turns on
+    FreeInit (Wu et al. 2023) for every clip: N denoising passes, each after the first starting from
+    the previous pass's clean latents diffused back to the last timestep with the first pass's noise,
+    low-pass filtered in (frame, height, width), plus fresh noise's high frequencies. Not in the EMO
+    paper; less frame-to-frame flicker at N x the time (docs/evaluation.md, FreeInit).
     """
 
     model_cpu_offload_seq = "audio_encoder->audio_proj->speed_encoder->face_locator->reference_unet->unet->vae"
@@ -169,6 +179,30 @@ class EMOPipeline(DiffusionPipeline):
         unknown = set(callback_on_step_end_tensor_inputs or []) - set(self._callback_tensor_inputs)
         if unknown:
             raise EMOError(f"callback_on_step_end_tensor_inputs may only name {self._callback_tensor_inputs}, got {sorted(unknown)}")
+        if self.free_init_enabled:
+            self._check_free_init()
+
+    def _check_free_init(self) -> None:
+        """`enable_free_init`'s settings, which diffusers does not check, before any clip is generated."""
+        iters = self._free_init_num_iters
+        if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
+            raise EMOError(f"enable_free_init: num_iters must be a positive integer, got {iters!r}")
+        if self._free_init_method not in FREE_INIT_METHODS:
+            raise EMOError(f"enable_free_init: method must be one of {', '.join(FREE_INIT_METHODS)}, "
+                           f"got {self._free_init_method!r}")
+        for name in ("spatial_stop_frequency", "temporal_stop_frequency"):
+            value = getattr(self, f"_free_init_{name}")
+            if not isinstance(value, (int, float)) or not 0 < value <= 1:
+                raise EMOError(f"enable_free_init: {name} must be in (0, 1], got {value!r}")
+
+    def steps_per_clip(self, num_inference_steps: int) -> int:
+        """Backbone steps one clip takes: `num_inference_steps`, times FreeInit's passes when it is on."""
+        if not self.free_init_enabled:
+            return num_inference_steps
+        k = self._free_init_num_iters
+        if self._free_init_use_fast_sampling:  # diffusers' coarse-to-fine: pass i runs n * (i + 1) / k steps
+            return sum(max(1, int(num_inference_steps / k * (i + 1))) for i in range(k))
+        return num_inference_steps * k
 
     def prepare_reference(self, image, face_mask=None, face_box=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Frame the reference portrait around its face (see `preprocessing`) and build the mask M.
@@ -306,31 +340,46 @@ class EMOPipeline(DiffusionPipeline):
         if motion_latents is not None:
             motion_features = {k: v[1:].to(dtype).repeat(nb, 1, 1) for k, v in features.items()}  # (nb*N, L, C)
         audio = inputs.audio_embeds[:, clip * f : (clip + 1) * f]  # (1, F, K, Ca)
-        audio_embeds = audio * use_audio.view(nb, 1, 1, 1)  # (nb, F, K, Ca)
-        speed_embeds = None if inputs.speed_embeds is None else inputs.speed_embeds.expand(nb, -1, -1)
-        face_features = inputs.face_features.expand(nb, -1, -1, -1)  # (nb, C0, h, w)
+        conditions = {  # the backbone's conditioning, the same at every step (and every FreeInit pass)
+            "reference_features": reference_features,
+            "motion_features": motion_features,
+            "audio_embeds": audio * use_audio.view(nb, 1, 1, 1),  # (nb, F, K, Ca)
+            "speed_embeds": None if inputs.speed_embeds is None else inputs.speed_embeds.expand(nb, -1, -1),
+            "face_features": inputs.face_features.expand(nb, -1, -1, -1),  # (nb, C0, h, w)
+        }
 
         # b. Initial noise for this clip.
         size = self.sample_size
         latents = self.prepare_latents(f, size, size, dtype, device, generator)  # (1, C, F, h, w)
 
         # c. Denoising loop (DDIM by default, paper 4.1); the guidance branches share one forward.
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
+        #    With FreeInit on, the clip is denoised `num_iters` times, each pass from re-initialised noise.
+        passes = self._free_init_num_iters if self.free_init_enabled else 1
+        for free_init_iteration in range(passes):
+            if self.free_init_enabled:
+                latents, timesteps = self._apply_free_init(latents, free_init_iteration, num_inference_steps,
+                                                           device, dtype, generator)
+            else:
+                self.scheduler.set_timesteps(num_inference_steps, device=device)
+                timesteps = self.scheduler.timesteps
+            latents = self._denoise_pass(latents, timesteps, conditions, branches, guidance_scale_ref,
+                                         guidance_scale_audio, extra_step_kwargs, callback_on_step_end,
+                                         callback_on_step_end_tensor_inputs, progress_bar)
+            if self.interrupt:
+                break
+        return latents
+
+    def _denoise_pass(self, latents, timesteps, conditions: dict, branches, guidance_scale_ref, guidance_scale_audio,
+                      extra_step_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs,
+                      progress_bar) -> torch.Tensor:
+        """One pass of the denoising loop over `timesteps`, the guidance branches in one batched forward."""
+        nb = len(branches)
         self._num_timesteps = len(timesteps)
         for i, t in enumerate(timesteps):
             if self.interrupt:
                 break
             model_input = self.scheduler.scale_model_input(latents, t).expand(nb, -1, -1, -1, -1)  # (nb, C, F, h, w)
-            noise_pred = self.unet(
-                model_input,
-                t,
-                reference_features=reference_features,
-                motion_features=motion_features,
-                audio_embeds=audio_embeds,
-                speed_embeds=speed_embeds,
-                face_features=face_features,
-            ).sample  # (nb, C, F, h, w)
+            noise_pred = self.unet(model_input, t, **conditions).sample  # (nb, C, F, h, w)
             noise_pred = combine_guidance(noise_pred, branches, guidance_scale_ref, guidance_scale_audio)
             latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
             if callback_on_step_end is not None:
@@ -356,7 +405,7 @@ class EMOPipeline(DiffusionPipeline):
         self._num_clips, self._interrupt = inputs.num_clips, False
         motion_latents, self._shared_noise = None, None  # zero motion frames for the first clip; a new video's noise
         history: torch.Tensor | None = None  # last decoded frames, (1, 3, <=N, S, S)
-        with self.progress_bar(total=inputs.num_clips * num_inference_steps) as progress_bar:
+        with self.progress_bar(total=inputs.num_clips * self.steps_per_clip(num_inference_steps)) as progress_bar:
             for clip in range(inputs.num_clips):
                 self._clip_index = clip
                 if hasattr(progress_bar, "set_description"):
