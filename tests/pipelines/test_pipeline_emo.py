@@ -367,13 +367,18 @@ def _spectrum(x):
     return torch.fft.fftshift(torch.fft.fftn(x, dim=(-3, -2, -1)), dim=(-3, -2, -1))
 
 
-def test_free_init_repasses_each_clip_from_the_first_noises_low_frequencies(tiny_pipe, face_mask64):
+def test_free_init_repasses_each_clip_from_the_first_noises_low_frequencies(tiny_pipe, face_mask64, monkeypatch):
     audio = speech_like(0.4)  # 10 frames: 3 clips
     plain = run(tiny_pipe, audio, face_mask64, seed=2)
     tiny_pipe.enable_free_init(num_iters=1)  # one pass is the plain pipeline, bit for bit
     assert np.array_equal(run(tiny_pipe, audio, face_mask64, seed=2), plain)
 
     tiny_pipe.enable_free_init(num_iters=2)
+    from diffusers.pipelines.free_init_utils import FreeInitMixin
+
+    built = []
+    make_filter = FreeInitMixin._get_free_init_freq_filter
+    monkeypatch.setattr(FreeInitMixin, "_get_free_init_freq_filter", lambda *a, **k: built.append(1) or make_filter(*a, **k))
     ref_spy, unet_spy = Spy(tiny_pipe.reference_unet, tiny_pipe), Spy(tiny_pipe.unet, tiny_pipe, keep=True)
     starts, ends = [], []
     hook = tiny_pipe.unet.register_forward_pre_hook(lambda m, args: starts.append(args[0][:1].clone()))
@@ -389,6 +394,7 @@ def test_free_init_repasses_each_clip_from_the_first_noises_low_frequencies(tiny
     assert [c["clip"] for c in ref_spy.calls] == [0, 1, 2]  # the ReferenceNet still runs once per clip
     assert [c["clip"] for c in unet_spy.calls] == [0] * 4 + [1] * 4 + [2] * 4  # two passes of STEPS per clip
     assert tiny_pipe.steps_per_clip(STEPS) == 2 * STEPS
+    assert len(built) == 1  # the low-pass filter is built once, not per clip and pass
     assert twice.shape == plain.shape and np.abs(twice - plain).mean() > 1e-4
     assert np.array_equal(run(tiny_pipe, audio, face_mask64, seed=2), twice)  # still seeded
     # Pass 2 of clip 1 starts, in the low band, from pass 1's result diffused back to the last timestep with

@@ -195,6 +195,17 @@ class EMOPipeline(DiffusionPipeline, FreeInitMixin):
             if not isinstance(value, (int, float)) or not 0 < value <= 1:
                 raise EMOError(f"enable_free_init: {name} must be in (0, 1], got {value!r}")
 
+    def _get_free_init_freq_filter(self, shape, device, filter_type, order, spatial_stop_frequency,
+                                   temporal_stop_frequency) -> torch.Tensor:
+        """diffusers' FreeInit low-pass filter, built once per setting (it loops over every frequency in
+        Python: 0.35 s for a full-size clip's 12 x 64 x 64) instead of once per clip and pass."""
+        key = (tuple(shape), str(device), filter_type, order, spatial_stop_frequency, temporal_stop_frequency)
+        cache = self.__dict__.setdefault("_free_init_filters", {})
+        if key not in cache:
+            cache[key] = super()._get_free_init_freq_filter(shape, device, filter_type, order, spatial_stop_frequency,
+                                                            temporal_stop_frequency)
+        return cache[key]
+
     def steps_per_clip(self, num_inference_steps: int) -> int:
         """Backbone steps one clip takes: `num_inference_steps`, times FreeInit's passes when it is on."""
         if not self.free_init_enabled:
