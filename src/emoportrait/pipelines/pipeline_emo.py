@@ -87,7 +87,7 @@ class EMOPipeline(DiffusionPipeline, FreeInitMixin):
     FreeInit (Wu et al. 2023) for every clip: N denoising passes, each after the first starting from
     the previous pass's clean latents diffused back to the last timestep with the first pass's noise,
     low-pass filtered in (frame, height, width), plus fresh noise's high frequencies. Not in the EMO
-    paper; less frame-to-frame flicker at N x the time (docs/evaluation.md, FreeInit).
+    paper; less frame-to-frame flicker at N x the time (measured: docs/experiments.md, r47).
     """
 
     model_cpu_offload_seq = "audio_encoder->audio_proj->speed_encoder->face_locator->reference_unet->unet->vae"
