@@ -390,7 +390,8 @@ def test_free_init_repasses_each_clip_from_the_first_noises_low_frequencies(tiny
     try:
         twice = run(tiny_pipe, audio, face_mask64, seed=2, callback_on_step_end=keep_latents)
     finally:
-        ref_spy.remove(), unet_spy.remove(), hook.remove()
+        for handle in (ref_spy, unet_spy, hook):
+            handle.remove()
     assert [c["clip"] for c in ref_spy.calls] == [0, 1, 2]  # the ReferenceNet still runs once per clip
     assert [c["clip"] for c in unet_spy.calls] == [0] * 4 + [1] * 4 + [2] * 4  # two passes of STEPS per clip
     assert tiny_pipe.steps_per_clip(STEPS) == 2 * STEPS

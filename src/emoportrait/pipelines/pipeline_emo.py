@@ -23,13 +23,13 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import DiffusionPipeline
-from diffusers.pipelines.free_init_utils import FreeInitMixin
 
 import emoportrait.models  # noqa: F401  (diffusers resolves the model folder's classes in loaded modules)
 from emoportrait.data.media import FPS, SAMPLE_RATE
 from emoportrait.errors import EMOError
 from emoportrait.models.config import DEFAULT_GUIDANCE_AUDIO, DEFAULT_GUIDANCE_REF
 from emoportrait.models.noise import checked_ratio, draw_frame_noise
+from emoportrait.pipelines.free_init import EMOFreeInitMixin
 from emoportrait.pipelines.guidance import checked_scale, combine_guidance, guidance_branches
 from emoportrait.pipelines.pipeline_output import EMOPipelineOutput, to_uint8
 from emoportrait.pipelines.preprocessing import load_audio, load_image, num_video_frames, prepare_reference
@@ -37,7 +37,6 @@ from emoportrait.pipelines.preprocessing import load_audio, load_image, num_vide
 OUTPUT_TYPES = ("np", "pil", "pt", "latent")
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640 audio samples per video frame
 DEFAULT_SPEED = 0.5  # degrees/frame (12.5 deg/s): calm talking-head motion, inside the speed buckets' range
-FREE_INIT_METHODS = ("butterworth", "gaussian", "ideal")  # diffusers' FreeInit low-pass filters
 
 
 @dataclass
@@ -61,7 +60,7 @@ class GenerationInputs:
     num_clips: int
 
 
-class EMOPipeline(DiffusionPipeline, FreeInitMixin):
+class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
     r"""Audio-driven portrait video generation (EMO, paper section 3.2, Fig. 2).
 
     Components:
@@ -181,39 +180,6 @@ class EMOPipeline(DiffusionPipeline, FreeInitMixin):
             raise EMOError(f"callback_on_step_end_tensor_inputs may only name {self._callback_tensor_inputs}, got {sorted(unknown)}")
         if self.free_init_enabled:
             self._check_free_init()
-
-    def _check_free_init(self) -> None:
-        """`enable_free_init`'s settings, which diffusers does not check, before any clip is generated."""
-        iters = self._free_init_num_iters
-        if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
-            raise EMOError(f"enable_free_init: num_iters must be a positive integer, got {iters!r}")
-        if self._free_init_method not in FREE_INIT_METHODS:
-            raise EMOError(f"enable_free_init: method must be one of {', '.join(FREE_INIT_METHODS)}, "
-                           f"got {self._free_init_method!r}")
-        for name in ("spatial_stop_frequency", "temporal_stop_frequency"):
-            value = getattr(self, f"_free_init_{name}")
-            if not isinstance(value, (int, float)) or not 0 < value <= 1:
-                raise EMOError(f"enable_free_init: {name} must be in (0, 1], got {value!r}")
-
-    def _get_free_init_freq_filter(self, shape, device, filter_type, order, spatial_stop_frequency,
-                                   temporal_stop_frequency) -> torch.Tensor:
-        """diffusers' FreeInit low-pass filter, built once per setting (it loops over every frequency in
-        Python: 0.35 s for a full-size clip's 12 x 64 x 64) instead of once per clip and pass."""
-        key = (tuple(shape), str(device), filter_type, order, spatial_stop_frequency, temporal_stop_frequency)
-        cache = self.__dict__.setdefault("_free_init_filters", {})
-        if key not in cache:
-            cache[key] = super()._get_free_init_freq_filter(shape, device, filter_type, order, spatial_stop_frequency,
-                                                            temporal_stop_frequency)
-        return cache[key]
-
-    def steps_per_clip(self, num_inference_steps: int) -> int:
-        """Backbone steps one clip takes: `num_inference_steps`, times FreeInit's passes when it is on."""
-        if not self.free_init_enabled:
-            return num_inference_steps
-        k = self._free_init_num_iters
-        if self._free_init_use_fast_sampling:  # diffusers' coarse-to-fine: pass i runs n * (i + 1) / k steps
-            return sum(max(1, int(num_inference_steps / k * (i + 1))) for i in range(k))
-        return num_inference_steps * k
 
     def prepare_reference(self, image, face_mask=None, face_box=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Frame the reference portrait around its face (see `preprocessing`) and build the mask M.
