@@ -34,7 +34,7 @@ EMO=("$PY" -m emoportrait)
 # avx512_bf16, AMX or Arm bf16: pipelines/loading.py, cpu_has_native_bf16), else fp32.
 # bf16: the VAE stages train under bf16 autocast (--mixed_precision), stages 1-3 keep an fp32 backbone and
 # encode their frames with a bf16 copy of the frozen VAE (--vae_dtype; --latents-dtype for the latent cache):
-# 1.7x and 1.3x-1.5x faster steps on this 2-core CPU (README, Benchmarks). The shipped model was trained with bf16 (its training record says so).
+# 1.7x and 1.3x-1.5x faster steps on this 2-core CPU (docs/benchmarks.md). The shipped model was trained with bf16 (its training record says so).
 PRECISION=${PRECISION:-auto}
 if [ "$PRECISION" = auto ]; then
   if "$PY" -c "import sys, torch; from emoportrait.pipelines.loading import cpu_has_native_bf16
