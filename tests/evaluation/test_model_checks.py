@@ -134,7 +134,7 @@ def test_seed_sets_the_generation_noise(world, tmp_path):
                      "--checks", "long", "--long-seconds", "0.6", "--steps", "1", "--device", "cpu",
                      "--seed", str(seed), "--free-init-iters", str(free_init)]) == 0
         result = json.loads((out / "long.json").read_text())
-        assert result["seed"] == seed and result["free_init_iters"] == free_init
+        assert result["seed"] == seed and result["free_init_iters"] == free_init and result["strength"] == 1.0
         return read_video(out / "videos" / "long.mp4").astype(float)
 
     a, b, c = run(1, "a"), run(1, "b"), run(0, "c")
@@ -143,6 +143,18 @@ def test_seed_sets_the_generation_noise(world, tmp_path):
     assert np.abs(run(1, "d", free_init=2) - a).mean() > 1.0  # FreeInit's second pass changes the frames
     assert main(["--model", str(tmp_path / "m"), "--set", str(world), "--out", str(tmp_path / "e"),
                  "--free-init-iters", "0"]) == 2
+    # `--strength` starts every clip from the noised reference (pipelines/strength.py) and is recorded
+    videos = {}
+    for strength in ("1", "0.5"):
+        out = tmp_path / f"s{strength}"
+        assert main(["--model", str(tmp_path / "m"), "--set", str(world), "--out", str(out), "--split", "all",
+                     "--checks", "long", "--long-seconds", "0.6", "--steps", "2", "--device", "cpu", "--seed", "1",
+                     "--strength", strength]) == 0
+        assert json.loads((out / "long.json").read_text())["strength"] == float(strength)
+        videos[strength] = read_video(out / "videos" / "long.mp4").astype(float)
+    assert np.abs(videos["1"] - videos["0.5"]).mean() > 1.0
+    assert main(["--model", str(tmp_path / "m"), "--set", str(world), "--out", str(tmp_path / "f"),
+                 "--strength", "0"]) == 2
 
 
 def test_speed_at_several_seeds_is_in_order_only_where_every_sweep_is(monkeypatch, tmp_path):

@@ -36,6 +36,7 @@ motion_num_attention_heads: 4
 motion_max_seq_length: 16
 guidance_scale_ref: 1.5
 guidance_scale_audio: 4.5
+strength: 0.75
 """
 
 

@@ -34,12 +34,13 @@ def test_init_writes_the_documented_layout(assembled):
     assert not [p for p in assembled.parent.iterdir() if p.name.startswith(".")], "temporary folder left behind"
 
 
-def test_init_records_the_configs_guidance_scales(assembled):
+def test_init_records_the_configs_guidance_scales_and_strength(assembled):
     from emoportrait.pipelines.pipeline_emo import EMOPipeline
 
     index = json.loads((assembled / "model_index.json").read_text())
-    assert (index["guidance_scale_ref"], index["guidance_scale_audio"]) == (1.5, 4.5)  # conftest's small.yaml
-    assert EMOPipeline.from_pretrained(assembled).config.guidance_scale_audio == 4.5
+    assert (index["guidance_scale_ref"], index["guidance_scale_audio"], index["strength"]) == (1.5, 4.5, 0.75)  # small.yaml
+    pipe = EMOPipeline.from_pretrained(assembled)
+    assert (pipe.config.guidance_scale_audio, pipe.config.strength) == (4.5, 0.75)
 
 
 def test_an_sd15_init_keeps_sds_eps_schedule(assembled):

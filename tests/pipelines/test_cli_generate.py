@@ -80,6 +80,29 @@ def test_free_init_option(cli, tiny_model_dir, face_png, tmp_path):
     assert not (tmp_path / "bad.mp4").exists()
 
 
+def test_strength_option(cli, tiny_model_dir, face_png, tmp_path):
+    audio = write_audio(tmp_path / "short.wav", speech_like(0.3), 16000)
+    videos = {}
+    for strength in (1.0, 0.5):
+        out = tmp_path / f"s{strength}.mp4"
+        code, stdout, err = cli("--image", face_png, "--audio", audio, "--out", out, "--model", tiny_model_dir,
+                                "--steps", 4, "--strength", strength)
+        assert code == 0, err
+        assert f"x {int(4 * strength)} steps" in stdout  # only the last steps run
+        videos[strength] = np.stack(read_video(out)).astype(np.float32)
+    assert videos[1.0].shape == videos[0.5].shape and np.abs(videos[1.0] - videos[0.5]).mean() > 0.1
+    for bad, message in (("0", "--strength must be in (0, 1] (1 = start from pure noise), got 0.0"),
+                         ("nan", "--strength must be in (0, 1] (1 = start from pure noise), got nan"),
+                         ("0.2", "strength 0.2 with 4 denoising steps runs no step; raise the strength or the steps (at least 5)")):
+        code, _, err = cli("--image", face_png, "--audio", audio, "--out", tmp_path / "bad.mp4", "--model",
+                           tiny_model_dir, "--steps", 4, "--strength", bad)
+        assert code == 2 and err.strip() == f"emoportrait generate: error: {message}"
+    code, _, err = cli("--image", face_png, "--audio", audio, "--out", tmp_path / "bad.mp4", "--model", tiny_model_dir,
+                       "--strength", 0.5, "--free-init-iters", 2)
+    assert code == 2 and "do not combine" in err
+    assert not (tmp_path / "bad.mp4").exists()
+
+
 def test_fallback_inputs(cli, tiny_model_dir, tmp_path):
     # 8 kHz stereo ogg, a grayscale 16-bit portrait stored sideways with an EXIF rotation.
     t = np.arange(4000) / 8000

@@ -99,6 +99,7 @@ def test_each_stage_ends_with_a_loadable_model_folder_and_its_record(chain):
     # The tiny config's guidance (not the pipeline's default), written by init and kept by every stage.
     tiny = load_model_config("tiny")
     assert pipe.config.guidance_scale_audio == tiny.guidance_scale_audio != DEFAULT_GUIDANCE_AUDIO
+    assert pipe.config.strength == tiny.strength
     record = json.loads((chain["3"] / "emo_training.json").read_text())
     assert record["stages"] == ["1", "2", "3"] and record["steps"] == {"1": 2, "2": 2, "3": 2}
     run = chain["3"].parent

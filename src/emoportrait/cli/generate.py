@@ -37,6 +37,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
     p.add_argument("--guidance-ref", type=float, default=None, metavar="SCALE", help="reference-image guidance scale (default: the model's; 1 = off)")
     p.add_argument("--guidance-audio", type=float, default=None, metavar="SCALE", help="audio guidance scale (default: the model's; 1 = off)")
+    p.add_argument("--strength", type=float, default=None, metavar="S",
+                   help="start each clip from the reference noised a fraction S into the schedule, running only "
+                        "those steps (img2img's strength; 1 = pure noise, the paper; default: the model's)")
     p.add_argument("--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
                    help="weights dtype (default: float16/bfloat16 on GPU, float32 on CPU)")
@@ -86,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from emoportrait.data.media import FPS, VideoWriter, read_audio
     from emoportrait.pipelines.loading import load_pipeline, resolve_model
     from emoportrait.pipelines.preprocessing import default_face_detector, load_audio, load_image
+    from emoportrait.pipelines.strength import steps_run
 
     start = time.perf_counter()
     # Cheap checks first, so bad input never waits for the model.
@@ -96,6 +100,12 @@ def run(args: argparse.Namespace) -> int:
         raise EMOError(f"--decode-chunk-size must be at least 1, got {args.decode_chunk_size}")
     if args.free_init_iters < 1:
         raise EMOError(f"--free-init-iters must be at least 1, got {args.free_init_iters}")
+    if args.strength is not None:
+        if not 0.0 < args.strength <= 1.0:  # also NaN
+            raise EMOError(f"--strength must be in (0, 1] (1 = start from pure noise), got {args.strength}")
+        steps_run(args.steps, args.strength)
+        if args.strength < 1 and args.free_init_iters > 1:
+            raise EMOError("--strength below 1 and --free-init-iters do not combine; use one of them")
     for name in ("speed", "guidance_ref", "guidance_audio"):
         value = getattr(args, name)
         if value is not None and not np.isfinite(value):
@@ -130,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
         kwargs["guidance_scale_ref"] = args.guidance_ref
     if args.guidance_audio is not None:
         kwargs["guidance_scale_audio"] = args.guidance_audio
+    if args.strength is not None:
+        kwargs["strength"] = args.strength
     generator = torch.Generator(device="cpu").manual_seed(args.seed)
     gen_start = time.perf_counter()
     try:
@@ -141,6 +153,6 @@ def run(args: argparse.Namespace) -> int:
         raise EMOError(f"--out {out}: could not write the video ({e.strerror or type(e).__name__})") from None
     gen_seconds = time.perf_counter() - gen_start
     frames = writer.num_frames
-    print(f"wrote {out}: {frames} frames ({frames / FPS:.2f} s of video, {pipe.num_clips} clips x {pipe.steps_per_clip(args.steps)} steps) "
+    print(f"wrote {out}: {frames} frames ({frames / FPS:.2f} s of video, {pipe.num_clips} clips x {pipe.steps_per_clip(args.steps, args.strength)} steps) "
           f"in {gen_seconds:.1f} s = {gen_seconds / frames:.2f} s/frame (total {time.perf_counter() - start:.1f} s)")
     return 0

@@ -18,10 +18,10 @@ Four checks, each generating with the model and measuring with the evaluation's 
   generated videos: the ceiling that any backbone decoding through this VAE can reach.
 
     python -m emoportrait.evaluation.model_checks --model M --set WORLD --out DIR [--checks lipsync,speed,long,vae]
-        [--guidance-ref SCALE] [--guidance-audio SCALE] [--seed N]
+        [--guidance-ref SCALE] [--guidance-audio SCALE] [--strength S] [--seed N]
 
-The videos are generated with the model's own guidance scales (its model_index.json) unless
-`--guidance-*` name others, from the generation noise of `--seed` (default 0); each check's JSON
+The videos are generated with the model's own guidance scales and strength (its model_index.json) unless
+`--guidance-*` or `--strength` name others, from the generation noise of `--seed` (default 0); each check's JSON
 records the scales and the seed it used.
 
 Each check writes `DIR/<check>.json`; `DIR/checks.json` merges every check found in DIR (so the
@@ -40,6 +40,7 @@ import numpy as np
 from emoportrait.atomic import atomic_write_text
 from emoportrait.errors import EMOError
 from emoportrait.evaluation.runner import finite_mean
+from emoportrait.pipelines.strength import checked_strength
 
 CHECKS = ("lipsync", "speed", "long", "vae")
 HEAD_MOTION_SIGMA = 6.0  # frames: the speed check's second reading, the head's turning without the tracker's wobble
@@ -385,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="reference guidance scale for every check (default: the model's)")
     p.add_argument("--guidance-audio", type=float, default=None, metavar="SCALE",
                    help="audio guidance scale for every check (default: the model's)")
+    p.add_argument("--strength", type=float, default=None, metavar="S",
+                   help="start each clip from the reference noised a fraction S into the schedule (default: the model's)")
     p.add_argument("--free-init-iters", type=int, default=1, metavar="N",
                    help="generate with FreeInit, N denoising passes per clip (default 1 = off)")
     p.add_argument("--device", default="auto")
@@ -410,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         pipe = load_pipeline(args.model, device=args.device) if checks else None  # no checks: merge only
         if pipe is not None:
             pipe.set_progress_bar_config(disable=True)
-            scales = {"guidance_scale_ref": args.guidance_ref, "guidance_scale_audio": args.guidance_audio}
+            scales = {"guidance_scale_ref": args.guidance_ref, "guidance_scale_audio": args.guidance_audio,
+                      "strength": None if args.strength is None else checked_strength(args.strength)}
             pipe.register_to_config(**{k: v for k, v in scales.items() if v is not None})  # the default for every call
             if args.free_init_iters > 1:
                 pipe.enable_free_init(num_iters=args.free_init_iters)
@@ -435,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
             if check != "vae":  # the scales and the seed the videos were generated with
                 result["guidance"] = {"ref": pipe.config.guidance_scale_ref, "audio": pipe.config.guidance_scale_audio}
                 result["free_init_iters"] = args.free_init_iters
+                result["strength"] = pipe.config.strength
                 if "seeds" not in result:
                     result["seed"] = args.seed
             result["command"] = " ".join(["python -m emoportrait.evaluation.model_checks", *(argv or sys.argv[1:])])

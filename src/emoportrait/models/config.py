@@ -104,6 +104,9 @@ class ModelConfig:
     # Noise prior of the video stages and generation (models/noise.py), also written into model_index.json:
     # 0 = independent per frame (the paper); r > 0 = a share r of each frame's noise variance common to the clip.
     shared_noise_ratio: float = 0.0
+    # Where generation starts each clip, also written into model_index.json (pipelines/strength.py): 1 = pure
+    # noise (the paper); s < 1 = the reference noised a fraction s into the schedule (img2img's `strength`).
+    strength: float = 1.0
 
     def check_shapes(self) -> None:
         """Raise EMOError where two sizes cannot work together (called when the components are built,

@@ -9,7 +9,8 @@ are computed once for the whole audio; the classifier-free guidance branches run
 backbone forward; each clip is decoded in frame chunks and handed on before the next one starts,
 so `iter_frames` streams a video of any length in memory bounded by one clip. FreeInit (diffusers'
 `FreeInitMixin`, `pipe.enable_free_init(num_iters=...)`) denoises each clip again from noise that
-keeps the previous pass's low spatio-temporal frequencies: an opt-in, num_iters x the cost.
+keeps the previous pass's low spatio-temporal frequencies: an opt-in, num_iters x the cost. A
+`strength` below 1 starts each clip from the noised reference instead of pure noise (`strength.py`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from emoportrait.pipelines.free_init import EMOFreeInitMixin
 from emoportrait.pipelines.guidance import checked_scale, combine_guidance, guidance_branches
 from emoportrait.pipelines.pipeline_output import EMOPipelineOutput, to_uint8
 from emoportrait.pipelines.preprocessing import load_audio, load_image, num_video_frames, prepare_reference
+from emoportrait.pipelines.strength import checked_strength, noised_reference, steps_run, strength_timesteps
 
 OUTPUT_TYPES = ("np", "pil", "pt", "latent")
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640 audio samples per video frame
@@ -78,6 +80,8 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
         guidance_scale_ref, guidance_scale_audio: the model's default classifier-free guidance scales,
             used when a call passes none (they are tuned per model: README, the default model).
         shared_noise_ratio: the noise prior the model was trained with (models/noise.py; 0 = independent).
+        strength: the default start of each clip: 1 = pure noise (the paper); s < 1 = the reference noised
+            to the step a fraction s into the schedule, running only those steps (img2img's `strength`).
 
     A face detector for reference framing can be set as `pipe.face_detector` (an object with
     `detect(rgb) -> box | None`); by default MediaPipe's is used.
@@ -96,7 +100,7 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
 
     def __init__(self, vae, unet, reference_unet, face_locator, audio_encoder, audio_proj, speed_encoder, scheduler,
                  guidance_scale_ref: float = DEFAULT_GUIDANCE_REF, guidance_scale_audio: float = DEFAULT_GUIDANCE_AUDIO,
-                 shared_noise_ratio: float = 0.0):
+                 shared_noise_ratio: float = 0.0, strength: float = 1.0):
         super().__init__()
         self.register_modules(
             vae=vae,
@@ -115,7 +119,8 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
         audio = DEFAULT_GUIDANCE_AUDIO if guidance_scale_audio is None else guidance_scale_audio
         self.register_to_config(guidance_scale_ref=checked_scale("guidance_scale_ref", ref),
                                 guidance_scale_audio=checked_scale("guidance_scale_audio", audio),
-                                shared_noise_ratio=checked_ratio(shared_noise_ratio or 0.0))
+                                shared_noise_ratio=checked_ratio(shared_noise_ratio or 0.0),
+                                strength=checked_strength(1.0 if strength is None else strength))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path=None, **kwargs):
@@ -166,9 +171,13 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
     # ------------------------------------------------------------------ helpers
 
     def check_inputs(self, num_inference_steps, guidance_scale_ref, guidance_scale_audio, output_type,
-                     decode_chunk_size, callback_on_step_end_tensor_inputs):
+                     decode_chunk_size, callback_on_step_end_tensor_inputs, strength: float = 1.0):
         if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise EMOError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
+        steps_run(num_inference_steps, checked_strength(strength))
+        if strength < 1.0 and self.free_init_enabled:
+            raise EMOError(f"strength {strength} and FreeInit do not combine (FreeInit re-noises each clip from its "
+                           f"first timestep); pass strength=1 to use FreeInit")
         checked_scale("guidance_scale_ref", guidance_scale_ref)
         checked_scale("guidance_scale_audio", guidance_scale_audio)
         if output_type not in OUTPUT_TYPES:
@@ -297,7 +306,7 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
     def _denoise_clip(self, inputs: GenerationInputs, clip: int, motion_latents: torch.Tensor | None,
                       num_inference_steps: int, guidance_scale_ref: float, guidance_scale_audio: float,
                       generator, extra_step_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs,
-                      progress_bar) -> torch.Tensor:
+                      progress_bar, strength: float = 1.0) -> torch.Tensor:
         """Denoise one clip of F frames; returns its clean latents (1, C, F, h, w)."""
         device, dtype = self._execution_device, self.unet.dtype
         f = self.num_frames
@@ -337,8 +346,9 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
                 latents, timesteps = self._apply_free_init(latents, free_init_iteration, num_inference_steps,
                                                            device, dtype, generator)
             else:
-                self.scheduler.set_timesteps(num_inference_steps, device=device)
-                timesteps = self.scheduler.timesteps
+                timesteps = strength_timesteps(self.scheduler, num_inference_steps, strength, device)
+                if strength < 1.0:  # start from the reference noised to the first step run (img2img)
+                    latents = noised_reference(self.scheduler, inputs.reference_latents, latents, timesteps[:1])
             latents = self._denoise_pass(latents, timesteps, conditions, branches, guidance_scale_ref,
                                          guidance_scale_audio, extra_step_kwargs, callback_on_step_end,
                                          callback_on_step_end_tensor_inputs, progress_bar)
@@ -369,8 +379,8 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
 
     def _iter_clips(self, inputs: GenerationInputs, num_inference_steps, guidance_scale_ref, guidance_scale_audio,
                     generator, eta, decode: bool, decode_chunk_size, callback_on_step_end,
-                    callback_on_step_end_tensor_inputs,
-                    motion_frames: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+                    callback_on_step_end_tensor_inputs, motion_frames: bool = True,
+                    strength: float = 1.0) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """Generate clip after clip; yields (latents (1, C, f, h, w), video (1, 3, f, S, S) or None).
 
         The last clip is trimmed so the frames total `inputs.num_frames`. The last N frames of each
@@ -382,7 +392,7 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
         self._num_clips, self._interrupt = inputs.num_clips, False
         motion_latents, self._shared_noise = None, None  # zero motion frames for the first clip; a new video's noise
         history: torch.Tensor | None = None  # last decoded frames, (1, 3, <=N, S, S)
-        with self.progress_bar(total=inputs.num_clips * self.steps_per_clip(num_inference_steps)) as progress_bar:
+        with self.progress_bar(total=inputs.num_clips * self.steps_per_clip(num_inference_steps, strength)) as progress_bar:
             for clip in range(inputs.num_clips):
                 self._clip_index = clip
                 if hasattr(progress_bar, "set_description"):
@@ -390,7 +400,7 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
                 latents = self._denoise_clip(
                     inputs, clip, motion_latents, num_inference_steps, guidance_scale_ref, guidance_scale_audio,
                     generator, extra_step_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs,
-                    progress_bar)
+                    progress_bar, strength)
                 if self.interrupt:
                     return
                 keep = min(f, inputs.num_frames - clip * f)
@@ -429,6 +439,7 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ("latents",),
         motion_frames: bool = True,
+        strength: float | None = None,
     ) -> EMOPipelineOutput | tuple:
         r"""Generate the video for one portrait and one audio, as long as the audio (25 fps).
 
@@ -455,14 +466,19 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
             motion_frames: feed each clip's last N frames to the next clip (paper 3.2). False generates
                 every clip as the first, without motion frames: an ablation, and the control that tells
                 a long video's drift (carried from clip to clip) from what its audio does.
+            strength: where each clip starts (None = the model's `config.strength`): 1 = pure noise (the
+                paper); s < 1 = the reference latent noised to the step a fraction s into the schedule,
+                and only the last int(num_inference_steps * s) steps run (img2img's `strength`). Lower
+                keeps more of the reference's look and pose (`pipelines/strength.py`).
 
         Returns:
             `EMOPipelineOutput` with `frames`, or `(frames,)` when `return_dict` is False.
         """
         # 1. Check inputs
         guidance_scale_ref, guidance_scale_audio = self._resolve_guidance(guidance_scale_ref, guidance_scale_audio)
+        strength = self._resolve_strength(strength)
         self.check_inputs(num_inference_steps, guidance_scale_ref, guidance_scale_audio, output_type,
-                          decode_chunk_size, callback_on_step_end_tensor_inputs)
+                          decode_chunk_size, callback_on_step_end_tensor_inputs, strength)
 
         # 2-5. Prepare the reference (framing, mask), audio tokens, speed, once per video
         inputs = self.prepare_inputs(image, audio, speed=self._resolve_speed(speed), face_mask=face_mask, face_box=face_box)
@@ -472,7 +488,7 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
         chunks = []
         for latents, video in self._iter_clips(inputs, num_inference_steps, guidance_scale_ref, guidance_scale_audio,
                                                generator, eta, decode, decode_chunk_size, callback_on_step_end,
-                                               list(callback_on_step_end_tensor_inputs), motion_frames):
+                                               list(callback_on_step_end_tensor_inputs), motion_frames, strength):
             chunks.append(latents if not decode else (video.cpu() + 1.0) / 2.0)  # video in [0, 1]
 
         # 9. Post-process
@@ -506,6 +522,7 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
         decode_chunk_size: int = 16,
         callback_on_step_end: Callable | None = None,
         motion_frames: bool = True,
+        strength: float | None = None,
     ) -> Iterator[np.ndarray]:
         """Stream the video as (S, S, 3) uint8 RGB frames, clip by clip (memory bounded by one clip).
 
@@ -513,11 +530,13 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
         write long videos, e.g. into `emoportrait.data.media.VideoWriter`.
         """
         guidance_scale_ref, guidance_scale_audio = self._resolve_guidance(guidance_scale_ref, guidance_scale_audio)
-        self.check_inputs(num_inference_steps, guidance_scale_ref, guidance_scale_audio, "np", decode_chunk_size, [])
+        strength = self._resolve_strength(strength)
+        self.check_inputs(num_inference_steps, guidance_scale_ref, guidance_scale_audio, "np", decode_chunk_size, [],
+                          strength)
         inputs = self.prepare_inputs(image, audio, speed=self._resolve_speed(speed), face_mask=face_mask, face_box=face_box)
         for _, video in self._iter_clips(inputs, num_inference_steps, guidance_scale_ref, guidance_scale_audio,
                                          generator, eta, True, decode_chunk_size, callback_on_step_end, ["latents"],
-                                         motion_frames):
+                                         motion_frames, strength):
             yield from to_uint8(((video.cpu() + 1.0) / 2.0)[0].permute(1, 0, 2, 3))
         self.maybe_free_model_hooks()
 
@@ -525,6 +544,17 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
         """The call's guidance scales, each falling back to the model's config (a folder naming none: the defaults)."""
         return (self.config.guidance_scale_ref if ref is None else ref,
                 self.config.guidance_scale_audio if audio is None else audio)
+
+    def _resolve_strength(self, strength: float | None) -> float:
+        """The call's strength, falling back to the model's config (a folder naming none: 1, pure noise)."""
+        return checked_strength(getattr(self.config, "strength", 1.0) if strength is None else strength)
+
+    def steps_per_clip(self, num_inference_steps: int, strength: float | None = None) -> int:
+        """Backbone steps one clip takes: FreeInit's passes, or the steps a `strength` below 1 runs."""
+        strength = self._resolve_strength(strength)
+        if strength < 1.0:
+            return steps_run(num_inference_steps, strength)
+        return super().steps_per_clip(num_inference_steps)
 
     @staticmethod
     def _resolve_speed(speed: float | None) -> float | None:
