@@ -99,8 +99,19 @@ def test_strength_option(cli, tiny_model_dir, face_png, tmp_path):
         assert code == 2 and err.strip() == f"emoportrait generate: error: {message}"
     code, _, err = cli("--image", face_png, "--audio", audio, "--out", tmp_path / "bad.mp4", "--model", tiny_model_dir,
                        "--strength", 0.5, "--free-init-iters", 2)
-    assert code == 2 and "do not combine" in err
+    assert code == 2 and err.strip() == ("emoportrait generate: error: --strength below 1 and --free-init-iters do "
+                                         "not combine; use one of them")
     assert not (tmp_path / "bad.mp4").exists()
+    # A model whose folder names a strength starts from it; FreeInit asked for starts from pure noise instead.
+    from emoportrait.pipelines.pipeline_emo import EMOPipeline
+
+    pipe = EMOPipeline.from_pretrained(tiny_model_dir)
+    pipe.register_to_config(strength=0.5)
+    pipe.save_pretrained(tmp_path / "half")
+    for extra, steps in (((), 2), (("--free-init-iters", 2), 8)):
+        code, stdout, err = cli("--image", face_png, "--audio", audio, "--out", tmp_path / "h.mp4", "--model",
+                                tmp_path / "half", "--steps", 4, *extra)
+        assert code == 0 and f"x {steps} steps" in stdout, err
 
 
 def test_fallback_inputs(cli, tiny_model_dir, tmp_path):

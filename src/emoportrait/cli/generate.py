@@ -45,7 +45,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="weights dtype (default: float16/bfloat16 on GPU, float32 on CPU)")
     p.add_argument("--free-init-iters", type=int, default=1, metavar="N",
                    help="FreeInit: denoise each clip N times, each pass from the last one's low-frequency noise "
-                        "(less flicker, N x the time; default 1 = off)")
+                        "(less flicker, N x the time; starts from pure noise, strength 1; default 1 = off)")
     p.add_argument("--decode-chunk-size", type=int, default=8, metavar="N", help="frames the VAE decodes at once (default 8)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
@@ -142,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
         kwargs["guidance_scale_audio"] = args.guidance_audio
     if args.strength is not None:
         kwargs["strength"] = args.strength
+    elif args.free_init_iters > 1:
+        kwargs["strength"] = 1.0  # FreeInit starts from pure noise, whatever the model's default strength
     generator = torch.Generator(device="cpu").manual_seed(args.seed)
     gen_start = time.perf_counter()
     try:
@@ -153,6 +155,6 @@ def run(args: argparse.Namespace) -> int:
         raise EMOError(f"--out {out}: could not write the video ({e.strerror or type(e).__name__})") from None
     gen_seconds = time.perf_counter() - gen_start
     frames = writer.num_frames
-    print(f"wrote {out}: {frames} frames ({frames / FPS:.2f} s of video, {pipe.num_clips} clips x {pipe.steps_per_clip(args.steps, args.strength)} steps) "
+    print(f"wrote {out}: {frames} frames ({frames / FPS:.2f} s of video, {pipe.num_clips} clips x {pipe.steps_per_clip(args.steps, kwargs.get('strength'))} steps) "
           f"in {gen_seconds:.1f} s = {gen_seconds / frames:.2f} s/frame (total {time.perf_counter() - start:.1f} s)")
     return 0

@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--strength", type=float, default=None, metavar="S",
                    help="start each clip from the reference noised a fraction S into the schedule (default: the model's)")
     p.add_argument("--free-init-iters", type=int, default=1, metavar="N",
-                   help="generate with FreeInit, N denoising passes per clip (default 1 = off)")
+                   help="generate with FreeInit, N denoising passes per clip from pure noise (strength 1; default 1 = off)")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
     checks = [c for c in args.checks.split(",") if c]
@@ -400,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
             raise EMOError(f"--speed-seeds {args.speed_seeds!r}: expected comma-separated integers, e.g. 0,1") from None
         if args.free_init_iters < 1:
             raise EMOError(f"--free-init-iters must be at least 1, got {args.free_init_iters}")
+        if args.strength is not None and args.strength < 1 and args.free_init_iters > 1:
+            raise EMOError("--strength below 1 and --free-init-iters do not combine; use one of them")
         unknown = set(checks) - set(CHECKS)
         if unknown:
             raise EMOError(f"unknown check(s) {', '.join(sorted(unknown))}; choose from {', '.join(CHECKS)}")
@@ -413,8 +415,9 @@ def main(argv: list[str] | None = None) -> int:
         pipe = load_pipeline(args.model, device=args.device) if checks else None  # no checks: merge only
         if pipe is not None:
             pipe.set_progress_bar_config(disable=True)
+            strength = 1.0 if args.strength is None and args.free_init_iters > 1 else args.strength  # FreeInit: noise
             scales = {"guidance_scale_ref": args.guidance_ref, "guidance_scale_audio": args.guidance_audio,
-                      "strength": None if args.strength is None else checked_strength(args.strength)}
+                      "strength": None if strength is None else checked_strength(strength)}
             pipe.register_to_config(**{k: v for k, v in scales.items() if v is not None})  # the default for every call
             if args.free_init_iters > 1:
                 pipe.enable_free_init(num_iters=args.free_init_iters)
