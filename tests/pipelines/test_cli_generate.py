@@ -63,16 +63,24 @@ def test_generate_matches_the_audio(cli, tiny_model_dir, face_png, speech_wav, t
         assert container.streams.audio[0].codec_context.name == "aac"
 
 
+def generate_each(cli, model, face_png, audio, out_dir, steps, option, values, steps_run):
+    """One video per value of `option`; the summary line counts `steps_run(value)` backbone steps per clip."""
+    videos = {}
+    for value in values:
+        out = out_dir / f"{option.strip('-')}-{value}.mp4"
+        code, stdout, err = cli("--image", face_png, "--audio", audio, "--out", out, "--model", model,
+                                "--steps", steps, option, value)
+        assert code == 0, err
+        assert f"x {steps_run(value)} steps" in stdout
+        videos[value] = np.stack(read_video(out)).astype(np.float32)
+    return videos
+
+
 def test_free_init_option(cli, tiny_model_dir, face_png, tmp_path):
     audio = write_audio(tmp_path / "short.wav", speech_like(0.3), 16000)
-    videos = {}
-    for iters in (1, 2):
-        out = tmp_path / f"fi{iters}.mp4"
-        code, stdout, err = cli("--image", face_png, "--audio", audio, "--out", out, "--model", tiny_model_dir,
-                                "--steps", 2, "--free-init-iters", iters)
-        assert code == 0, err
-        assert f"x {2 * iters} steps" in stdout  # FreeInit's passes count in the summary
-        videos[iters] = np.stack(read_video(out)).astype(np.float32)
+    # FreeInit's passes count in the summary
+    videos = generate_each(cli, tiny_model_dir, face_png, audio, tmp_path, 2, "--free-init-iters", (1, 2),
+                           lambda iters: 2 * iters)
     assert videos[1].shape == videos[2].shape and np.abs(videos[1] - videos[2]).mean() > 0.1
     code, _, err = cli("--image", face_png, "--audio", audio, "--out", tmp_path / "bad.mp4", "--model", tiny_model_dir,
                        "--free-init-iters", 0)
@@ -82,14 +90,9 @@ def test_free_init_option(cli, tiny_model_dir, face_png, tmp_path):
 
 def test_strength_option(cli, tiny_model_dir, face_png, tmp_path):
     audio = write_audio(tmp_path / "short.wav", speech_like(0.3), 16000)
-    videos = {}
-    for strength in (1.0, 0.5):
-        out = tmp_path / f"s{strength}.mp4"
-        code, stdout, err = cli("--image", face_png, "--audio", audio, "--out", out, "--model", tiny_model_dir,
-                                "--steps", 4, "--strength", strength)
-        assert code == 0, err
-        assert f"x {int(4 * strength)} steps" in stdout  # only the last steps run
-        videos[strength] = np.stack(read_video(out)).astype(np.float32)
+    # only the last steps run
+    videos = generate_each(cli, tiny_model_dir, face_png, audio, tmp_path, 4, "--strength", (1.0, 0.5),
+                           lambda strength: int(4 * strength))
     assert videos[1.0].shape == videos[0.5].shape and np.abs(videos[1.0] - videos[0.5]).mean() > 0.1
     for bad, message in (("0", "--strength must be in (0, 1] (1 = start from pure noise), got 0.0"),
                          ("nan", "--strength must be in (0, 1] (1 = start from pure noise), got nan"),
