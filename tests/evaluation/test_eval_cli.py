@@ -113,7 +113,7 @@ def test_model_that_does_not_exist(world, tmp_path, capsys):
 def test_generate_with_a_tiny_model_then_score(world, tmp_path):
     assert main(["init", "--config", "tiny", "--out", str(tmp_path / "tiny")]) == 0
     out = tmp_path / "rep"
-    assert main(["evaluate", "--set", str(world), "--model", str(tmp_path / "tiny"), "--steps", "2",
+    assert main(["evaluate", "--set", str(world), "--model", str(tmp_path / "tiny"), "--steps", "1",
                  "--max-frames", "26", "--out", str(out), "-q"]) == 0
     m = _metrics(out)
     held = json.loads((world / "manifest.json").read_text())["splits"]["heldout_identity"]
