@@ -94,8 +94,8 @@ def test_strength_option(cli, tiny_model_dir, face_png, tmp_path):
     videos = generate_each(cli, tiny_model_dir, face_png, audio, tmp_path, 4, "--strength", (1.0, 0.5),
                            lambda strength: int(4 * strength))
     assert videos[1.0].shape == videos[0.5].shape and np.abs(videos[1.0] - videos[0.5]).mean() > 0.1
-    for bad, message in (("0", "--strength must be in (0, 1] (1 = start from pure noise), got 0.0"),
-                         ("nan", "--strength must be in (0, 1] (1 = start from pure noise), got nan"),
+    for bad, message in (("0", "--strength must be a number in (0, 1] (1 = start from pure noise), got 0.0"),
+                         ("nan", "--strength must be a number in (0, 1] (1 = start from pure noise), got nan"),
                          ("0.2", "strength 0.2 with 4 denoising steps runs no step; raise the strength or the steps (at least 5)")):
         code, _, err = cli("--image", face_png, "--audio", audio, "--out", tmp_path / "bad.mp4", "--model",
                            tiny_model_dir, "--steps", 4, "--strength", bad)

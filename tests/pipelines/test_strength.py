@@ -81,6 +81,12 @@ def test_strength_travels_in_the_model_folder(tiny_components, tmp_path, face_ma
     assert pipe.config.strength == 0.5 and pipe.steps_per_clip(STEPS) == 2
     np.testing.assert_array_equal(run(pipe, face_mask64), run(pipe, face_mask64, strength=0.5))
     assert not np.array_equal(run(pipe, face_mask64), run(pipe, face_mask64, strength=1.0))  # a call overrides
+    # FreeInit re-noises each clip from the first timestep: a call naming no strength starts from pure noise
+    pipe.enable_free_init(num_iters=2)
+    assert pipe.default_strength == 1.0 and pipe.steps_per_clip(STEPS) == 2 * STEPS
+    np.testing.assert_array_equal(run(pipe, face_mask64), run(pipe, face_mask64, strength=1.0))
+    pipe.disable_free_init()
+    assert pipe.default_strength == 0.5
     # A folder written before the option, or with a null, starts from pure noise; a bad value fails on load.
     index = json.loads((tmp_path / "m" / "model_index.json").read_text())
     del index["strength"]

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from emoportrait.data.media import FPS, VideoWriter, read_audio
     from emoportrait.pipelines.loading import load_pipeline, resolve_model
     from emoportrait.pipelines.preprocessing import default_face_detector, load_audio, load_image
-    from emoportrait.pipelines.strength import steps_run
+    from emoportrait.pipelines.strength import check_strength_option
 
     start = time.perf_counter()
     # Cheap checks first, so bad input never waits for the model.
@@ -100,12 +100,7 @@ def run(args: argparse.Namespace) -> int:
         raise EMOError(f"--decode-chunk-size must be at least 1, got {args.decode_chunk_size}")
     if args.free_init_iters < 1:
         raise EMOError(f"--free-init-iters must be at least 1, got {args.free_init_iters}")
-    if args.strength is not None:
-        if not 0.0 < args.strength <= 1.0:  # also NaN
-            raise EMOError(f"--strength must be in (0, 1] (1 = start from pure noise), got {args.strength}")
-        steps_run(args.steps, args.strength)
-        if args.strength < 1 and args.free_init_iters > 1:
-            raise EMOError("--strength below 1 and --free-init-iters do not combine; use one of them")
+    check_strength_option(args.strength, args.steps, args.free_init_iters)
     for name in ("speed", "guidance_ref", "guidance_audio"):
         value = getattr(args, name)
         if value is not None and not np.isfinite(value):
@@ -142,8 +137,6 @@ def run(args: argparse.Namespace) -> int:
         kwargs["guidance_scale_audio"] = args.guidance_audio
     if args.strength is not None:
         kwargs["strength"] = args.strength
-    elif args.free_init_iters > 1:
-        kwargs["strength"] = 1.0  # FreeInit starts from pure noise, whatever the model's default strength
     generator = torch.Generator(device="cpu").manual_seed(args.seed)
     gen_start = time.perf_counter()
     try:
@@ -155,6 +148,6 @@ def run(args: argparse.Namespace) -> int:
         raise EMOError(f"--out {out}: could not write the video ({e.strerror or type(e).__name__})") from None
     gen_seconds = time.perf_counter() - gen_start
     frames = writer.num_frames
-    print(f"wrote {out}: {frames} frames ({frames / FPS:.2f} s of video, {pipe.num_clips} clips x {pipe.steps_per_clip(args.steps, kwargs.get('strength'))} steps) "
+    print(f"wrote {out}: {frames} frames ({frames / FPS:.2f} s of video, {pipe.num_clips} clips x {pipe.steps_per_clip(args.steps, args.strength)} steps) "
           f"in {gen_seconds:.1f} s = {gen_seconds / frames:.2f} s/frame (total {time.perf_counter() - start:.1f} s)")
     return 0

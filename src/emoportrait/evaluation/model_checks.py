@@ -40,7 +40,7 @@ import numpy as np
 from emoportrait.atomic import atomic_write_text
 from emoportrait.errors import EMOError
 from emoportrait.evaluation.runner import finite_mean
-from emoportrait.pipelines.strength import checked_strength
+from emoportrait.pipelines.strength import check_strength_option
 
 CHECKS = ("lipsync", "speed", "long", "vae")
 HEAD_MOTION_SIGMA = 6.0  # frames: the speed check's second reading, the head's turning without the tracker's wobble
@@ -400,8 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             raise EMOError(f"--speed-seeds {args.speed_seeds!r}: expected comma-separated integers, e.g. 0,1") from None
         if args.free_init_iters < 1:
             raise EMOError(f"--free-init-iters must be at least 1, got {args.free_init_iters}")
-        if args.strength is not None and args.strength < 1 and args.free_init_iters > 1:
-            raise EMOError("--strength below 1 and --free-init-iters do not combine; use one of them")
+        check_strength_option(args.strength, args.steps, args.free_init_iters)
         unknown = set(checks) - set(CHECKS)
         if unknown:
             raise EMOError(f"unknown check(s) {', '.join(sorted(unknown))}; choose from {', '.join(CHECKS)}")
@@ -415,9 +414,8 @@ def main(argv: list[str] | None = None) -> int:
         pipe = load_pipeline(args.model, device=args.device) if checks else None  # no checks: merge only
         if pipe is not None:
             pipe.set_progress_bar_config(disable=True)
-            strength = 1.0 if args.strength is None and args.free_init_iters > 1 else args.strength  # FreeInit: noise
             scales = {"guidance_scale_ref": args.guidance_ref, "guidance_scale_audio": args.guidance_audio,
-                      "strength": None if strength is None else checked_strength(strength)}
+                      "strength": args.strength}
             pipe.register_to_config(**{k: v for k, v in scales.items() if v is not None})  # the default for every call
             if args.free_init_iters > 1:
                 pipe.enable_free_init(num_iters=args.free_init_iters)
@@ -442,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
             if check != "vae":  # the scales and the seed the videos were generated with
                 result["guidance"] = {"ref": pipe.config.guidance_scale_ref, "audio": pipe.config.guidance_scale_audio}
                 result["free_init_iters"] = args.free_init_iters
-                result["strength"] = pipe.config.strength
+                result["strength"] = pipe.default_strength  # the folder's, or 1 under FreeInit
                 if "seeds" not in result:
                     result["seed"] = args.seed
             result["command"] = " ".join(["python -m emoportrait.evaluation.model_checks", *(argv or sys.argv[1:])])

@@ -177,7 +177,7 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
         steps_run(num_inference_steps, checked_strength(strength))
         if strength < 1.0 and self.free_init_enabled:
             raise EMOError(f"strength {strength} and FreeInit do not combine (FreeInit re-noises each clip from its "
-                           f"first timestep); pass strength=1 to use FreeInit")
+                           f"first timestep); leave strength out or pass 1 to use FreeInit")
         checked_scale("guidance_scale_ref", guidance_scale_ref)
         checked_scale("guidance_scale_audio", guidance_scale_audio)
         if output_type not in OUTPUT_TYPES:
@@ -545,9 +545,14 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
         return (self.config.guidance_scale_ref if ref is None else ref,
                 self.config.guidance_scale_audio if audio is None else audio)
 
+    @property
+    def default_strength(self) -> float:
+        """The strength of a call that names none: the model's config (1 where a folder names none), or 1,
+        pure noise, while FreeInit is on (it re-noises each clip from the first timestep)."""
+        return 1.0 if self.free_init_enabled else checked_strength(getattr(self.config, "strength", 1.0))
+
     def _resolve_strength(self, strength: float | None) -> float:
-        """The call's strength, falling back to the model's config (a folder naming none: 1, pure noise)."""
-        return checked_strength(getattr(self.config, "strength", 1.0) if strength is None else strength)
+        return self.default_strength if strength is None else checked_strength(strength)
 
     def steps_per_clip(self, num_inference_steps: int, strength: float | None = None) -> int:
         """Backbone steps one clip takes: FreeInit's passes, or the steps a `strength` below 1 runs."""

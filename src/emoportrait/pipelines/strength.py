@@ -21,15 +21,24 @@ if TYPE_CHECKING:
     import torch
 
 
-def checked_strength(value) -> float:
-    """`value` as a strength in (0, 1]; EMOError otherwise."""
+def checked_strength(value, name: str = "strength") -> float:
+    """`value` as a strength in (0, 1]; EMOError (naming `name`) otherwise."""
     try:
         strength = float(value)
     except (TypeError, ValueError):
-        raise EMOError(f"strength must be a number in (0, 1], got {value!r}") from None
+        raise EMOError(f"{name} must be a number in (0, 1], got {value!r}") from None
     if not math.isfinite(strength) or not 0.0 < strength <= 1.0:
-        raise EMOError(f"strength must be a number in (0, 1] (1 = start from pure noise), got {value!r}")
+        raise EMOError(f"{name} must be a number in (0, 1] (1 = start from pure noise), got {value!r}")
     return strength
+
+
+def check_strength_option(strength: float | None, num_inference_steps: int, free_init_iters: int) -> None:
+    """The CLIs' `--strength` checks, before any model loads (None: the model's own, checked when it loads)."""
+    if strength is None:
+        return
+    steps_run(num_inference_steps, checked_strength(strength, "--strength"))
+    if strength < 1.0 and free_init_iters > 1:
+        raise EMOError("--strength below 1 and --free-init-iters do not combine; use one of them")
 
 
 def steps_run(num_inference_steps: int, strength: float) -> int:
