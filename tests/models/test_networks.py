@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 import torch
 
+from emoportrait.errors import EMOError
 from emoportrait.models import build_components, load_model_config, parameter_groups
 
 F, N = 6, 2
@@ -197,3 +198,43 @@ def test_speed_buckets_follow_the_paper_formula():
                                  [7.5, 9.0, 0.5]]))
     assert s.shape == (3, 3) and torch.allclose(s, t, atol=1e-6)
     assert s[1, 1] == 0  # a speed at a bucket's centre reads 0 there
+
+
+def test_backbone_reference_init_starts_the_reference_net_as_the_backbone(parts):
+    """reference_init=backbone is what SD1.5 gives the paper: both networks see an image alike.
+
+    At init (temporal, audio and face layers act as the identity or zero), a backbone run on a latent whose
+    reference is that same latent sees, in every transformer block, exactly the ReferenceNet's features.
+    """
+    cfg = dataclasses.replace(parts[0], reference_init="backbone")
+    comps = build_components(cfg, seed=0)
+    unet, refnet = comps["unet"].eval(), comps["reference_unet"].eval()
+    seen = {}
+
+    def keep(layer):
+        def hook(module, args, kwargs):
+            seen[layer] = args[0] if args else kwargs["hidden_states"]
+        return hook
+
+    for layer in refnet.layer_names:
+        unet.get_submodule(layer).attn1.register_forward_pre_hook(keep(layer), with_kwargs=True)
+    x = torch.randn(1, 4, cfg.latent_size, cfg.latent_size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        features = refnet(x)
+        unet(x[:, :, None].expand(-1, -1, F, -1, -1), 0, reference_features=features)
+    assert set(seen) == set(features) and len(features) >= 3
+    # Reference-attention starts as a copy of self-attention (SD1.5's attn2 K/V come from attn1 too).
+    for net in (unet, refnet):
+        for layer in refnet.layer_names:
+            block = net.get_submodule(layer)
+            own = {k: v for k, v in block.attn2.named_parameters() if not k.startswith("processor.")}
+            assert own.keys() == dict(block.attn1.named_parameters()).keys()
+            assert all(torch.equal(v, block.attn1.get_parameter(k)) for k, v in own.items())
+    for layer, tokens in features.items():
+        assert torch.allclose(seen[layer][:1], tokens, atol=1e-5), layer
+    # The default random init: the two networks differ, and so do their features.
+    with torch.no_grad():
+        random_features = parts[1]["reference_unet"](x)
+    assert all((random_features[k] - features[k]).abs().max() > 1e-3 for k in features)
+    with pytest.raises(EMOError, match="reference_init"):
+        build_components(dataclasses.replace(cfg, reference_init="sd"), seed=0)

@@ -8,6 +8,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler
 
 from emoportrait.models.audio import AudioProjection, LogMelAudioEncoder, Wav2Vec2AudioEncoder
+from emoportrait.errors import EMOError
 from emoportrait.models.backbone import EMOUNet
 from emoportrait.models.config import ModelConfig
 from emoportrait.models.face_locator import FaceLocator
@@ -74,6 +75,10 @@ def build_components(cfg: ModelConfig, seed: int = 0, audio_encoder=None) -> dic
     unet = build_unet(cfg)
     torch.manual_seed(seed + 1)
     reference_unet = EMOReferenceNet(**spatial_kwargs(cfg))
+    if cfg.reference_init == "backbone":
+        tie_reference_init(unet, reference_unet)
+    elif cfg.reference_init != "random":
+        raise EMOError(f"reference_init must be 'random' or 'backbone', got {cfg.reference_init!r}")
     torch.manual_seed(seed + 2)
     vae = build_vae(cfg)
     torch.manual_seed(seed + 3)
@@ -89,6 +94,26 @@ def build_components(cfg: ModelConfig, seed: int = 0, audio_encoder=None) -> dic
     return dict(vae=vae, unet=unet, reference_unet=reference_unet, face_locator=face_locator,
                 audio_encoder=audio_encoder, audio_proj=audio_proj, speed_encoder=speed_encoder,
                 scheduler=build_scheduler(cfg))
+
+
+@torch.no_grad()
+def tie_reference_init(unet: EMOUNet, reference_unet: EMOReferenceNet) -> None:
+    """Start a random ReferenceNet where SD1.5 starts the paper's: as a copy of the backbone's spatial part.
+
+    Both networks then give equal features for equal inputs. In cross mode each block's reference-attention
+    (`attn2`, whose SD1.5 K/V come from `attn1` too: models/loading.py) starts as a copy of its self-attention,
+    in both networks, so the backbone's tokens first look up the reference's tokens most like themselves.
+    The backbone's own layers (temporal, audio, speed) keep their initialisation.
+    """
+    backbone = unet.state_dict()
+    target = reference_unet.state_dict()
+    state = {key: backbone[key] for key in target}  # every ReferenceNet tensor has a backbone twin
+    if reference_unet.config.reference_mode == "cross":
+        for key in target:
+            if ".attn2." in key and ".processor." not in key:
+                state[key] = backbone[key.replace(".attn2.", ".attn1.")]
+        unet.load_state_dict({key: state[key] for key in state if ".attn2." in key}, strict=False)
+    reference_unet.load_state_dict({key: value.clone() for key, value in state.items()})
 
 
 def build_scheduler(cfg: ModelConfig) -> DDIMScheduler:

@@ -81,6 +81,10 @@ class ModelConfig:
     num_motion_frames: int = 4  # N
     window: int = 2  # m, audio and speed window half-width
     reference_mode: str = "cross"  # "cross" (paper) | "concat" (AnimateAnyone/Hallo/EchoMimic)
+    # How a randomly initialised ReferenceNet starts (models/build.py, tie_reference_init; a pretrained init
+    # loads SD1.5 into both networks instead): "random" = its own random weights; "backbone" = what SD1.5 gives
+    # the paper, the backbone's spatial weights, with reference-attention starting as a copy of self-attention.
+    reference_init: str = "random"
     unet: UNetSizeConfig = field(default_factory=UNetSizeConfig)
     motion_num_attention_heads: int = 8
     motion_max_seq_length: int = 32
