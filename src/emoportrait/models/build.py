@@ -7,8 +7,8 @@ from dataclasses import asdict
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler
 
-from emoportrait.models.audio import AudioProjection, LogMelAudioEncoder, Wav2Vec2AudioEncoder
 from emoportrait.errors import EMOError
+from emoportrait.models.audio import AudioProjection, LogMelAudioEncoder, Wav2Vec2AudioEncoder
 from emoportrait.models.backbone import EMOUNet
 from emoportrait.models.config import ModelConfig
 from emoportrait.models.face_locator import FaceLocator
