@@ -87,6 +87,10 @@ def test_checks_end_to_end(world, tmp_path, capsys):
     for name in ("own", "shuffled"):  # the standard error over the clips' r (None where fewer than 2 are measured)
         scores = merged["lipsync"][name]
         assert scores["lipsync_r_sem"] == _sem(scores["per_video_lipsync_r"].values())
+        # identity per clip, whose mean over the clips with a face is the set's
+        assert scores["per_video_identity_sim"].keys() == scores["per_video_lipsync_r"].keys()
+        assert scores["identity_sim"] == finite_mean(scores["per_video_identity_sim"].values())
+        assert scores["identity_sim_gt"] == finite_mean(scores["per_video_identity_sim_gt"].values())
     assert len(list((out / "videos" / "lipsync_shuffled").glob("*.mp4"))) == 2
     assert list(merged["speed"]["measured"]) == ["0.1", "0.9", "1.6"]
     # flicker per level, beside the same clip's ground truth (its first 13 frames)

@@ -122,7 +122,10 @@ def check_lipsync(pipe, clips, world: Path, work: Path, splits, steps: int, max_
         rep = _evaluate(world, videos, splits, F, max_frames)
         out[name] = {"lipsync_r": rep.values["lipsync_r"], "lipsync_r_gt_video": _gt_mean(rep, "lipsync_r"),
                      "identity_sim": rep.values["identity_sim"], "identity_sim_gt": _gt_mean(rep, "identity_sim"),
-                     "per_video_lipsync_r": {k: v.get("lipsync_r") for k, v in rep.per_video.items()}}
+                     "per_video_lipsync_r": {k: v.get("lipsync_r") for k, v in rep.per_video.items()},
+                     # each clip's identity (None: no face), and its ground truth's, for clip-by-clip comparisons
+                     "per_video_identity_sim": {k: v.get("identity_sim") for k, v in rep.per_video.items()},
+                     "per_video_identity_sim_gt": {k: v.get("identity_sim_gt") for k, v in rep.per_video.items()}}
     own, shuf = out["own"], out["shuffled"]
     for scores in (own, shuf):  # the standard error over the clips: one clip's r moves a lot, a few clips' mean too
         scores["lipsync_r_sem"] = _sem(scores["per_video_lipsync_r"].values())
