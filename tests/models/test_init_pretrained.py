@@ -216,3 +216,16 @@ def test_a_vae_of_another_depth_needs_a_matching_face_locator(capsys, tmp_path, 
     assert main(["init", *args, "--out", str(tmp_path / "m"), "--face_locator_channels=[4,8,8]"]) == 0
     locator = json.loads((tmp_path / "m" / "face_locator" / "config.json").read_text())
     assert locator["block_out_channels"] == [4, 8, 8]
+
+
+def test_an_sd15_init_with_the_reference_latent_input_keeps_sd_and_starts_the_conv_at_zero(pretrained_parts, tmp_path):
+    p = pretrained_parts
+    out = tmp_path / "m"
+    assert main(["init", "--config", str(p["config"]), "--sd15", str(p["sd15"]), "--audio_encoder=logmel",
+                 "--reference_latent_input=true", "--out", str(out)]) == 0
+    source, target = _state(p["sd15"], "unet"), _state(out, "unet")
+    assert torch.equal(target["conv_in.weight"], source["conv_in.weight"])  # SD1.5's conv_in keeps its shape
+    assert target["reference_conv_in.weight"].shape[1] == source["conv_in.weight"].shape[1]
+    assert not target["reference_conv_in.weight"].any() and not target["reference_conv_in.bias"].any()
+    report = {r["component"]: r for r in json.loads((out / "init_report.json").read_text())}
+    assert "reference_conv_in.weight" in report["unet"]["initialised"]

@@ -238,3 +238,48 @@ def test_backbone_reference_init_starts_the_reference_net_as_the_backbone(parts)
     assert all((random_features[k] - features[k]).abs().max() > 1e-3 for k in features)
     with pytest.raises(EMOError, match="reference_init"):
         build_components(dataclasses.replace(cfg, reference_init="sd"), seed=0)
+
+
+def test_reference_latent_input_adds_only_a_zero_conv_that_training_reaches(parts, inputs):
+    """reference_latent_input (SVD's channel-concatenated image) adds one conv after conv_in and nothing else.
+
+    It starts at zero, so a new model is the paper's; once trained, the reference latent drives the output; it
+    belongs to the spatial group (stage 1 trains it, stages 2-3 freeze it); dropping the reference zeroes it too.
+    """
+    from diffusers import DDPMScheduler
+
+    from emoportrait.training.module import EMOTrainingModule, EncodedBatch
+
+    cfg = dataclasses.replace(parts[0], reference_latent_input=True)
+    comps = build_components(cfg, seed=0)
+    unet, plain = comps["unet"].eval(), parts[1]["unet"]
+    assert plain.reference_conv_in is None
+    own = unet.state_dict()
+    extra = {k for k in own if k.startswith("reference_conv_in.")}
+    assert extra == {"reference_conv_in.weight", "reference_conv_in.bias"}
+    assert all(not own[k].any() for k in extra)
+    assert all(torch.equal(v, own[k]) for k, v in plain.state_dict().items())  # the same model otherwise
+    assert {parameter_groups(unet)[k] for k in extra} == {"spatial"}
+    g = torch.Generator().manual_seed(2)
+    h = cfg.latent_size
+    lat_a, lat_b = torch.randn(1, 4, h, h, generator=g), torch.randn(1, 4, h, h, generator=g)
+    base = run(unet, inputs)
+    assert torch.equal(run(unet, inputs, reference_latents=lat_a), base)  # zero-initialised: no change
+    assert torch.equal(run(plain, inputs, reference_latents=lat_a), run(plain, inputs))  # ignored without the switch
+
+    # The stage-1 loss reaches the conv; dropping the reference drops its latent (zeros) as well.
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    batch = EncodedBatch(latents=torch.randn(2, 1, 4, h, h, generator=g), reference=lat_a.repeat(2, 1, 1, 1),
+                         face_mask=torch.ones(2, 1, cfg.resolution, cfg.resolution))
+    module = EMOTrainingModule(unet, comps["reference_unet"], comps["face_locator"], None, None, sched, "1")
+    module(batch).backward()
+    assert unet.reference_conv_in.weight.grad.abs().sum() > 0
+    randomize_(unet.reference_conv_in, seed=3)
+    out_a, out_b = run(unet, inputs, reference_latents=lat_a), run(unet, inputs, reference_latents=lat_b)
+    assert (out_a - base).abs().max() > 1e-3 and (out_a - out_b).abs().max() > 1e-3
+    seen = []
+    unet.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["reference_latents"]), with_kwargs=True)
+    module.p_drop_reference = 1.0
+    with torch.no_grad():
+        module(batch)
+    assert seen[-1].shape == (2, 4, h, h) and not seen[-1].any()

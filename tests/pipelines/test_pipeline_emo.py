@@ -111,6 +111,9 @@ def test_cfg_branches_share_one_batched_forward(tiny_pipe, face_mask64):
     audio = kw["audio_embeds"]
     assert audio.shape[0] == 3 and not audio[0].any() and not audio[1].any() and audio[2].abs().sum() > 0
     assert torch.equal(kw["face_features"][0], kw["face_features"][2])
+    ref_latents = kw["reference_latents"]  # read by a reference_latent_input backbone; dropped with the reference
+    assert ref_latents.shape[0] == 3 and not ref_latents[0].any() and ref_latents[1].abs().sum() > 0
+    assert torch.equal(ref_latents[1], ref_latents[2])
     assert kw["motion_features"] is None  # first clip: zero motion frames
 
 

@@ -148,6 +148,8 @@ class EMOUNet(UNetMotionModel):
             `attn2` layers keep SD's shapes.
         motion_*: AnimateDiff motion-module settings (mm_sd_v15_v2: 8 heads, length 32); the temporal
             modules' GroupNorm uses `norm_num_groups`, as in AnimateDiff.
+        reference_latent_input: (ours) also read the reference latent through `reference_conv_in`, added
+            after `conv_in` (Stable Video Diffusion's channel-concatenated image; off in the paper's design).
     """
 
     # The parent registers its own (wider) signature too; declaring it compatible makes
@@ -183,6 +185,7 @@ class EMOUNet(UNetMotionModel):
         motion_num_attention_heads: int = 8,
         motion_max_seq_length: int = 32,
         use_motion_mid_block: bool = True,
+        reference_latent_input: bool = False,
     ):
         if reference_mode not in REFERENCE_MODES:
             raise ValueError(f"reference_mode must be one of {REFERENCE_MODES}, got {reference_mode!r}")
@@ -205,6 +208,14 @@ class EMOUNet(UNetMotionModel):
         self._install_face_conv_in()
         self._install_temporal_modules(speed_dim)
         self._install_processors(reference_mode, audio_dim)
+        # (ours, a switch; Stable Video Diffusion's channel-concatenated conditioning image) The reference latent
+        # through its own conv, added after conv_in as the face features are: the same as concatenating it to
+        # every frame's channels, but SD1.5's conv_in keeps its shape. Zero-initialised: no change at init.
+        self.reference_conv_in = None
+        if reference_latent_input:
+            self.reference_conv_in = nn.Conv2d(in_channels, block_out_channels[0], kernel_size=3, padding=1)
+            nn.init.zeros_(self.reference_conv_in.weight)
+            nn.init.zeros_(self.reference_conv_in.bias)
 
     # ---------------------------------------------------------------- construction
     def _install_face_conv_in(self) -> None:
@@ -278,6 +289,7 @@ class EMOUNet(UNetMotionModel):
         face_features: torch.Tensor | None = None,
         skip_temporal: bool = False,
         return_dict: bool = True,
+        reference_latents: torch.Tensor | None = None,
     ):
         """Predict the noise of F noisy frame latents (paper eq. 1's eps_theta).
 
@@ -292,6 +304,8 @@ class EMOUNet(UNetMotionModel):
             speed_embeds: (B, F, Cs) speed embeddings per frame; None skips the speed layers.
             face_features: (B, C0, h, w) Face Locator output, added after `conv_in`.
             skip_temporal: run as an image model (stage 1): temporal and speed layers are identity.
+            reference_latents: (B, C, h, w) the reference image's latent, read by a model built with
+                `reference_latent_input` (else ignored); zeros are the "no reference" condition, None skips it.
 
         Returns:
             `UNetMotionOutput` with `sample` (B, C, F, h, w), or a tuple when `return_dict=False`.
@@ -302,7 +316,11 @@ class EMOUNet(UNetMotionModel):
         st.motion = motion_features
         st.audio = None if audio_embeds is None else audio_embeds.reshape(b * f, *audio_embeds.shape[2:])
         st.speed = speed_embeds
-        st.face = None if face_features is None else face_features.repeat_interleave(f, dim=0)
+        added = face_features  # (B, C0, h, w) features added after conv_in to each of the F frames
+        if self.reference_conv_in is not None and reference_latents is not None:
+            ref = self.reference_conv_in(reference_latents.to(self.reference_conv_in.weight.dtype))
+            added = ref if added is None else added + ref.to(added.dtype)
+        st.face = None if added is None else added.repeat_interleave(f, dim=0)
         st.num_frames = f
         st.num_motion_frames = self.config.num_motion_frames
         st.skip_temporal = skip_temporal

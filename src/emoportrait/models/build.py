@@ -41,6 +41,7 @@ def build_unet(cfg: ModelConfig) -> EMOUNet:
         audio_dim=cfg.audio_dim, speed_dim=cfg.speed_dim,
         motion_num_attention_heads=cfg.motion_num_attention_heads,
         motion_max_seq_length=cfg.motion_max_seq_length, use_motion_mid_block=cfg.use_motion_mid_block,
+        reference_latent_input=cfg.reference_latent_input,
     )
 
 

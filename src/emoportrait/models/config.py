@@ -85,6 +85,9 @@ class ModelConfig:
     # loads SD1.5 into both networks instead): "random" = its own random weights; "backbone" = what SD1.5 gives
     # the paper, the backbone's spatial weights, with reference-attention starting as a copy of self-attention.
     reference_init: str = "random"
+    # (ours, off = the paper) The backbone also reads the reference latent pixel-aligned, through a zero-initialised
+    # conv added after conv_in: Stable Video Diffusion's channel-concatenated conditioning image (models/backbone.py).
+    reference_latent_input: bool = False
     unet: UNetSizeConfig = field(default_factory=UNetSizeConfig)
     motion_num_attention_heads: int = 8
     motion_max_seq_length: int = 32

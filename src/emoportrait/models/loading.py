@@ -139,6 +139,7 @@ def load_spatial_weights(model: torch.nn.Module, source: dict[str, torch.Tensor]
             report.initialised[key] = "new layer (random init)" if not key.endswith(".pe") else "sinusoidal table"
     missing_spatial = [k for k in report.initialised
                        if not any(s in k for s in (".motion_modules.", ".audio_attn.", ".speed_"))
+                       and not k.startswith("reference_conv_in.")  # reference_latent_input's own conv
                        and not REPLACED_IN_CROSS_MODE.search(k)]
     if missing_spatial:
         raise EMOError(f"{weights}: SD1.5 tensor {missing_spatial[0]} is missing "

@@ -332,6 +332,7 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
             "audio_embeds": audio * use_audio.view(nb, 1, 1, 1),  # (nb, F, K, Ca)
             "speed_embeds": None if inputs.speed_embeds is None else inputs.speed_embeds.expand(nb, -1, -1),
             "face_features": inputs.face_features.expand(nb, -1, -1, -1),  # (nb, C0, h, w)
+            "reference_latents": inputs.reference_latents * use_ref.view(nb, 1, 1, 1),  # (nb, C, h, w)
         }
 
         # b. Initial noise for this clip.

@@ -107,6 +107,7 @@ class EMOTrainingModule(nn.Module):
         reference = self._reference_features(batch.reference)  # layer -> (B, L, C)
         drop_ref = torch.rand(b, device=device) < self.p_drop_reference
         reference = {k: _zero_where(v, drop_ref) for k, v in reference.items()}
+        reference_latents = _zero_where(batch.reference, drop_ref)  # read only by a reference_latent_input backbone
         face = self.face_locator(batch.face_mask)  # (B, C0, h, w)
 
         motion = audio = speed = None
@@ -145,7 +146,8 @@ class EMOTrainingModule(nn.Module):
             noise = noise + self.noise_offset * torch.randn(*noise.shape[:3], 1, 1, device=device, dtype=noise.dtype)
         noisy = self.noise_scheduler.add_noise(target, noise, t)
         pred = self.unet(noisy, t, reference_features=reference, motion_features=motion, audio_embeds=audio,
-                         speed_embeds=speed, face_features=face, skip_temporal=self.stage == "1").sample
+                         speed_embeds=speed, face_features=face, skip_temporal=self.stage == "1",
+                         reference_latents=reference_latents).sample
         objective = self.noise_scheduler.get_velocity(target, noise, t) if self.predicts_v else noise
         err = (pred.float() - objective.float()).pow(2)  # (B, C, F, h, w)
         regions = []
