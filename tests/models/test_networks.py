@@ -232,15 +232,16 @@ def test_backbone_reference_init_starts_the_reference_net_as_the_backbone(parts)
             assert all(torch.equal(v, block.attn1.get_parameter(k)) for k, v in own.items())
     for layer, tokens in features.items():
         assert torch.allclose(seen[layer][:1], tokens, atol=1e-5), layer
-    # The default random init: the two networks differ, and so do their features.
+    # The random init: the two networks differ, and so do their features.
+    random_refnet = build_components(dataclasses.replace(cfg, reference_init="random"), seed=0)["reference_unet"]
     with torch.no_grad():
-        random_features = parts[1]["reference_unet"](x)
+        random_features = random_refnet.eval()(x)
     assert all((random_features[k] - features[k]).abs().max() > 1e-3 for k in features)
     with pytest.raises(EMOError, match="reference_init"):
         build_components(dataclasses.replace(cfg, reference_init="sd"), seed=0)
 
 
-def test_reference_latent_input_adds_only_a_zero_conv_that_training_reaches(parts, inputs):
+def test_reference_latent_input_adds_only_a_zero_conv_that_training_reaches(parts, inputs, tmp_path):
     """reference_latent_input (SVD's channel-concatenated image) adds one conv after conv_in and nothing else.
 
     It starts at zero, so a new model is the paper's; once trained, the reference latent drives the output; it
@@ -252,7 +253,8 @@ def test_reference_latent_input_adds_only_a_zero_conv_that_training_reaches(part
 
     cfg = dataclasses.replace(parts[0], reference_latent_input=True)
     comps = build_components(cfg, seed=0)
-    unet, plain = comps["unet"].eval(), parts[1]["unet"]
+    unet = comps["unet"].eval()
+    plain = build_components(dataclasses.replace(cfg, reference_latent_input=False), seed=0)["unet"].eval()
     assert plain.reference_conv_in is None
     own = unet.state_dict()
     extra = {k for k in own if k.startswith("reference_conv_in.")}
@@ -277,6 +279,9 @@ def test_reference_latent_input_adds_only_a_zero_conv_that_training_reaches(part
     randomize_(unet.reference_conv_in, seed=3)
     out_a, out_b = run(unet, inputs, reference_latents=lat_a), run(unet, inputs, reference_latents=lat_b)
     assert (out_a - base).abs().max() > 1e-3 and (out_a - out_b).abs().max() > 1e-3
+    unet.save_pretrained(tmp_path / "unet")  # the switch is in its config.json: the folder rebuilds the conv
+    loaded = type(unet).from_pretrained(tmp_path / "unet").eval()
+    assert torch.equal(run(loaded, inputs, reference_latents=lat_a), out_a)
     seen = []
     unet.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["reference_latents"]), with_kwargs=True)
     module.p_drop_reference = 1.0
