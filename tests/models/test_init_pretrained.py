@@ -228,4 +228,4 @@ def test_an_sd15_init_with_the_reference_latent_input_keeps_sd_and_starts_the_co
     assert target["reference_conv_in.weight"].shape[1] == source["conv_in.weight"].shape[1]
     assert not target["reference_conv_in.weight"].any() and not target["reference_conv_in.bias"].any()
     report = {r["component"]: r for r in json.loads((out / "init_report.json").read_text())}
-    assert "reference_conv_in.weight" in report["unet"]["initialised"]
+    assert report["unet"]["initialised"]["reference_conv_in.weight"] == "new layer (zero init)"

@@ -136,7 +136,10 @@ def load_spatial_weights(model: torch.nn.Module, source: dict[str, torch.Tensor]
     model.load_state_dict(new_state, strict=False)
     for key in target:
         if key not in source and key not in report.initialised:
-            report.initialised[key] = "new layer (random init)" if not key.endswith(".pe") else "sinusoidal table"
+            if key.endswith(".pe"):
+                report.initialised[key] = "sinusoidal table"
+            else:  # a new layer's output projection starts at zero (audio, speed, temporal, reference latent)
+                report.initialised[key] = "new layer (zero init)" if not target[key].any() else "new layer (random init)"
     missing_spatial = [k for k in report.initialised
                        if not any(s in k for s in (".motion_modules.", ".audio_attn.", ".speed_"))
                        and not k.startswith("reference_conv_in.")  # reference_latent_input's own conv
