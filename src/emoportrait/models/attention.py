@@ -39,7 +39,7 @@ class ConditioningState:
     motion: dict[str, torch.Tensor] | None = None  # backbone: (B*N, L, C) per layer
     audio: torch.Tensor | None = None  # (B*F, K, Ca)
     speed: torch.Tensor | None = None  # (B, F, Cs)
-    face: torch.Tensor | None = None  # (B*F, C0, h, w)
+    face: torch.Tensor | None = None  # (B*F, C0, h, w) added after conv_in: Face Locator (+ reference latent) features
     num_frames: int = 1
     num_motion_frames: int = 0
     skip_temporal: bool = False

@@ -63,7 +63,8 @@ def spatial_layer_names(model: nn.Module) -> list[str]:
 
 
 class FaceConditionedConv2d(nn.Conv2d):
-    """`conv_in` that adds the Face Locator's features to its output (same parameters as nn.Conv2d)."""
+    """`conv_in` that adds the Face Locator's features (and, with `reference_latent_input`, the reference latent's)
+    to its output (same parameters as nn.Conv2d)."""
 
     state: ConditioningState
 

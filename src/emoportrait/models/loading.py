@@ -141,8 +141,7 @@ def load_spatial_weights(model: torch.nn.Module, source: dict[str, torch.Tensor]
             else:  # a new layer's output projection starts at zero (audio, speed, temporal, reference latent)
                 report.initialised[key] = "new layer (zero init)" if not target[key].any() else "new layer (random init)"
     missing_spatial = [k for k in report.initialised
-                       if not any(s in k for s in (".motion_modules.", ".audio_attn.", ".speed_"))
-                       and not k.startswith("reference_conv_in.")  # reference_latent_input's own conv
+                       if not any(s in k for s in (".motion_modules.", ".audio_attn.", ".speed_", "reference_conv_in."))
                        and not REPLACED_IN_CROSS_MODE.search(k)]
     if missing_spatial:
         raise EMOError(f"{weights}: SD1.5 tensor {missing_spatial[0]} is missing "
