@@ -142,6 +142,7 @@ def clip_conditions(pipe, nb: int, device: str):
         motion_features={k: v[1:].repeat(nb, 1, 1) for k, v in feats.items()},
         audio_embeds=audio.expand(nb, -1, -1, -1), speed_embeds=speed.expand(nb, -1, -1),
         face_features=face.expand(nb, -1, -1, -1),
+        reference_latents=ref_latents[:1].expand(nb, -1, -1, -1),  # read only with reference_latent_input
     ), ref_latents
 
 
