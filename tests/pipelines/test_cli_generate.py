@@ -117,6 +117,37 @@ def test_strength_option(cli, tiny_model_dir, face_png, tmp_path):
         assert code == 0 and f"x {steps} steps" in stdout, err
 
 
+def test_eta_option(cli, tiny_model_dir, face_png, tmp_path):
+    audio = write_audio(tmp_path / "short.wav", speech_like(0.3), 16000)
+    # eta reaches DDIM's step: eta 0 is deterministic and the default; eta 1 adds noise at every step
+    videos = generate_each(cli, tiny_model_dir, face_png, audio, tmp_path, 3, "--eta", (0.0, 1.0), lambda eta: 3)
+    code, _, err = cli("--image", face_png, "--audio", audio, "--out", tmp_path / "plain.mp4", "--model",
+                       tiny_model_dir, "--steps", 3)
+    assert code == 0, err
+    plain = np.stack(read_video(tmp_path / "plain.mp4")).astype(np.float32)
+    # (the calls denoise to the same latents, but their mp4s have differed by up to 0.5 grey levels on
+    # average after a call with another eta in the same process: noise after the backbone, left alone)
+    assert np.abs(plain - videos[0.0]).mean() < 1.0 and np.abs(videos[0.0] - videos[1.0]).mean() > 5.0
+    for bad in ("-0.5", "nan"):
+        code, _, err = cli("--image", face_png, "--audio", audio, "--out", tmp_path / "bad.mp4", "--model",
+                           tiny_model_dir, "--eta", bad)
+        assert code == 2 and err.strip() == (f"emoportrait generate: error: --eta must be a number >= 0 "
+                                             f"(0 = deterministic DDIM), got {float(bad)}")
+    # A scheduler without eta takes only the default.
+    from diffusers import EulerDiscreteScheduler
+
+    from emoportrait.pipelines.pipeline_emo import EMOPipeline
+
+    pipe = EMOPipeline.from_pretrained(tiny_model_dir)
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    pipe.save_pretrained(tmp_path / "euler")  # (the loading bars above reach the next call's stderr)
+    code, _, err = cli("--image", face_png, "--audio", audio, "--out", tmp_path / "bad.mp4", "--model",
+                       tmp_path / "euler", "--steps", 2, "--eta", 1)
+    assert code == 2 and err.strip().splitlines()[-1] == ("emoportrait generate: error: --eta 1.0: this model's scheduler "
+                                         "(EulerDiscreteScheduler) has no eta; leave --eta out or use a DDIM scheduler")
+    assert not (tmp_path / "bad.mp4").exists()
+
+
 def test_fallback_inputs(cli, tiny_model_dir, tmp_path):
     # 8 kHz stereo ogg, a grayscale 16-bit portrait stored sideways with an EXIF rotation.
     t = np.arange(4000) / 8000

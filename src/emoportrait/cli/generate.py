@@ -8,6 +8,7 @@ the original audio as AAC; the file appears only when complete (Ctrl-C / SIGTERM
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import tempfile
 import time
@@ -40,6 +41,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--strength", type=float, default=None, metavar="S",
                    help="start each clip from the reference noised a fraction S into the schedule, running only "
                         "those steps (img2img's strength; 1 = pure noise, the paper; default: the model's)")
+    p.add_argument("--eta", type=float, default=0.0, metavar="ETA",
+                   help="DDIM's eta: 0 = deterministic steps (the paper's DDIM), 1 = as stochastic as DDPM (default 0)")
     p.add_argument("--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
                    help="weights dtype (default: float16/bfloat16 on GPU, float32 on CPU)")
@@ -105,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and not np.isfinite(value):
             raise EMOError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+    if not (np.isfinite(args.eta) and args.eta >= 0):
+        raise EMOError(f"--eta must be a number >= 0 (0 = deterministic DDIM), got {args.eta}")
     resolve_model(args.model)
     waveform = load_audio(args.audio)  # (S,) 16 kHz mono for the model
     rgb = load_image(args.image)  # (H, W, 3) uint8, upright, downscaled if huge
@@ -125,6 +130,9 @@ def run(args: argparse.Namespace) -> int:
     pipe.set_progress_bar_config(disable=args.no_progress, unit="step", leave=False, dynamic_ncols=True)
     if args.free_init_iters > 1:
         pipe.enable_free_init(num_iters=args.free_init_iters)
+    if args.eta and "eta" not in inspect.signature(pipe.scheduler.step).parameters:
+        raise EMOError(f"--eta {args.eta}: this model's scheduler ({type(pipe.scheduler).__name__}) has no eta; "
+                       "leave --eta out or use a DDIM scheduler")
     rate = mux_rate(args.audio)
     soundtrack = read_audio(args.audio, sample_rate=rate)  # the original audio, for the mp4
 
@@ -141,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     gen_start = time.perf_counter()
     try:
         with VideoWriter(out, fps=FPS, audio=soundtrack, sample_rate=rate) as writer:
-            for frame in pipe.iter_frames(rgb, waveform, num_inference_steps=args.steps, generator=generator,
+            for frame in pipe.iter_frames(rgb, waveform, num_inference_steps=args.steps, generator=generator, eta=args.eta,
                                           face_box=face_box, decode_chunk_size=args.decode_chunk_size, **kwargs):
                 writer.write(frame)
     except OSError as e:  # disk full, folder removed meanwhile, ...: the temp file is already gone
