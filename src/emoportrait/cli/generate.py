@@ -8,7 +8,6 @@ the original audio as AAC; the file appears only when complete (Ctrl-C / SIGTERM
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import tempfile
 import time
@@ -130,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     pipe.set_progress_bar_config(disable=args.no_progress, unit="step", leave=False, dynamic_ncols=True)
     if args.free_init_iters > 1:
         pipe.enable_free_init(num_iters=args.free_init_iters)
-    if args.eta and "eta" not in inspect.signature(pipe.scheduler.step).parameters:
+    if args.eta and "eta" not in pipe.prepare_extra_step_kwargs(None, args.eta):  # the step kwargs it would pass
         raise EMOError(f"--eta {args.eta}: this model's scheduler ({type(pipe.scheduler).__name__}) has no eta; "
                        "leave --eta out or use a DDIM scheduler")
     rate = mux_rate(args.audio)
