@@ -21,8 +21,9 @@ def test_ground_truth_as_generated(world, tmp_path, capsys):
     # Scoring the ground truth against itself: every metric sits at its "perfect" end.
     out = tmp_path / "rep"
     assert main(["evaluate", "--set", str(world), "--videos", str(world / "clips"),
-                 "--out", str(out), "--max-frames", "40", "-q"]) == 0  # default split: heldout_identity
+                 "--out", str(out), "--max-frames", "40", "--clip-overlap", "4", "-q"]) == 0  # split: heldout_identity
     m = _metrics(out)
+    assert m["protocol"]["clip overlap (seam)"] == 4  # seams read at 12, 20, 28, ... (synthetic.seam_ratio)
     assert all(k in m for k in METRIC_KEYS)
     for k in ("fid", "fvd", "sync_c", "sync_d"):
         assert m[k] is None and m["unavailable"][k] == "no --weights folder given"
@@ -99,6 +100,19 @@ def test_empty_set_missing_inputs_and_model_errors(tmp_path, capsys):
                  "--out", str(tmp_path / "r2")]) == 2
     line = capsys.readouterr().err.strip()
     assert "\n" not in line and "--set" in line and not (tmp_path / "r2").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--clip-overlap", "-1"], "--clip-overlap must be a whole number of frames >= 0 (0 = the paper's clips), got -1"),
+    (["--clip-overlap", "12"], "--clip-overlap 12 leaves no room in a clip of 12 frames with 0 motion frames; use at most 11"),
+    (["--clip-overlap", "4", "--clip-frames", "4"],
+     "--clip-overlap 4 leaves no room in a clip of 4 frames with 0 motion frames; use at most 3"),
+])
+def test_bad_clip_overlap(world, tmp_path, capsys, args, message):
+    assert main(["evaluate", "--set", str(world), "--videos", str(world / "clips"), "--out", str(tmp_path / "r"),
+                 *args]) == 2
+    assert capsys.readouterr().err.strip() == f"emoportrait evaluate: error: {message}"
+    assert not (tmp_path / "r").exists()
 
 
 def test_model_that_does_not_exist(world, tmp_path, capsys):

@@ -37,6 +37,7 @@ motion_max_seq_length: 16
 guidance_scale_ref: 1.5
 guidance_scale_audio: 4.5
 strength: 0.75
+clip_overlap: 2
 """
 
 

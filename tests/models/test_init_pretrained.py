@@ -34,13 +34,21 @@ def test_init_writes_the_documented_layout(assembled):
     assert not [p for p in assembled.parent.iterdir() if p.name.startswith(".")], "temporary folder left behind"
 
 
-def test_init_records_the_configs_guidance_scales_and_strength(assembled):
+def test_init_records_the_configs_guidance_scales_strength_and_clip_overlap(assembled):
     from emoportrait.pipelines.pipeline_emo import EMOPipeline
 
     index = json.loads((assembled / "model_index.json").read_text())
-    assert (index["guidance_scale_ref"], index["guidance_scale_audio"], index["strength"]) == (1.5, 4.5, 0.75)  # small.yaml
+    assert (index["guidance_scale_ref"], index["guidance_scale_audio"], index["strength"], index["clip_overlap"]) == (
+        1.5, 4.5, 0.75, 2)  # small.yaml
     pipe = EMOPipeline.from_pretrained(assembled)
-    assert (pipe.config.guidance_scale_audio, pipe.config.strength) == (4.5, 0.75)
+    assert (pipe.config.guidance_scale_audio, pipe.config.strength, pipe.default_clip_overlap) == (4.5, 0.75, 2)
+
+
+def test_init_refuses_an_overlap_that_leaves_no_room(tmp_path, capsys):
+    assert main(["init", "--config", "tiny", "--clip_overlap=9", "--out", str(tmp_path / "m")]) == 2  # F 12, N 4
+    assert capsys.readouterr().err.strip() == ("emoportrait init: error: clip_overlap 9 leaves no room in a clip of "
+                                               "12 frames with 4 motion frames; use at most 8")
+    assert not (tmp_path / "m").exists()
 
 
 def test_an_sd15_init_keeps_sds_eps_schedule(assembled):

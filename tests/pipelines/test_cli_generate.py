@@ -117,6 +117,26 @@ def test_strength_option(cli, tiny_model_dir, face_png, tmp_path):
         assert code == 0 and f"x {steps} steps" in stdout, err
 
 
+def test_clip_overlap_option(cli, tiny_model_dir, face_png, tmp_path):
+    audio = write_audio(tmp_path / "short.wav", speech_like(0.4), 16000)  # 10 frames; F = 4, N = 2
+    videos = {}
+    for overlap, clips in ((0, 3), (2, 4)):  # ceil(10 / 4); 1 + ceil((10 - 4) / 2)
+        out = tmp_path / f"o{overlap}.mp4"
+        code, stdout, err = cli("--image", face_png, "--audio", audio, "--out", out, "--model", tiny_model_dir,
+                                "--steps", 2, "--clip-overlap", overlap)
+        assert code == 0, err
+        assert f"10 frames (0.40 s of video, {clips} clips x 2 steps)" in stdout
+        videos[overlap] = np.stack(read_video(out)).astype(np.float32)
+    assert videos[0].shape == videos[2].shape
+    assert np.abs(videos[0][4:] - videos[2][4:]).mean() > 0.1 and np.abs(videos[0][:4] - videos[2][:4]).mean() < 2
+    for bad, message in (("-1", "--clip-overlap must be a whole number of frames >= 0 (0 = the paper's clips), got -1"),
+                         ("3", "clip_overlap 3 leaves no room in a clip of 4 frames with 2 motion frames; use at most 2")):
+        code, _, err = cli("--image", face_png, "--audio", audio, "--out", tmp_path / "bad.mp4", "--model",
+                           tiny_model_dir, "--clip-overlap", bad)
+        assert code == 2 and err.strip() == f"emoportrait generate: error: {message}"
+    assert not (tmp_path / "bad.mp4").exists()
+
+
 def test_eta_option(cli, tiny_model_dir, face_png, tmp_path):
     audio = write_audio(tmp_path / "short.wav", speech_like(0.3), 16000)
     # eta reaches DDIM's step: eta 0 is deterministic and the default; eta 1 adds noise at every step

@@ -38,6 +38,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--frame-stride", type=int, default=1, help="FID/E-FID use every k-th frame (protocol: 1)")
     p.add_argument("--clip-frames", type=int, default=None,
                    help="frames per generated clip for the seam metric (default: the model's, else 12)")
+    p.add_argument("--clip-overlap", type=int, default=None, metavar="O",
+                   help="frames each later clip shared with the one before, for the seam metric (default: the "
+                        "model's, else 0); with --model, generate with this overlap")
     p.add_argument("--max-frames", type=int, default=None, help="use at most this many frames per video")
     p.add_argument("--steps", type=int, default=40, help="with --model: denoising steps (paper: 40)")
     p.add_argument("--seed", type=int, default=0, help="with --model: noise seed")
@@ -59,9 +62,13 @@ def run(args: argparse.Namespace) -> int:
         v = getattr(args, name)
         if v is not None and v < 1:
             raise EMOError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
+    if args.clip_overlap is not None:
+        from emoportrait.pipelines.overlap import checked_overlap
+
+        checked_overlap(args.clip_overlap, None if args.model else (args.clip_frames or 12), name="--clip-overlap")
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     options = EvalOptions(weights=args.weights, frame_stride=args.frame_stride, max_frames=args.max_frames,
-                          clip_frames=args.clip_frames or 12,
+                          clip_frames=args.clip_frames or 12, clip_overlap=args.clip_overlap or 0,
                           splits=tuple(args.split.split(",")) if args.split else None)
     extra, videos = {}, args.videos
     if args.model is not None:
@@ -70,13 +77,14 @@ def run(args: argparse.Namespace) -> int:
         clips = load_set(args.set_dir, options.splits)  # fail before loading the model
         gen_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.generated.", dir=out.parent))
         try:
-            f = generate_for_set(args.model, clips, gen_dir, args.steps, args.seed, args.device, args.max_frames, log)
+            f, o = generate_for_set(args.model, clips, gen_dir, args.steps, args.seed, args.device, args.max_frames, log,
+                                    clip_overlap=args.clip_overlap)
         except BaseException:
             import shutil
 
             shutil.rmtree(gen_dir, ignore_errors=True)
             raise
-        options.clip_frames = args.clip_frames or f
+        options.clip_frames, options.clip_overlap = args.clip_frames or f, o
         videos, extra = gen_dir, {"generated": gen_dir}
     elif not Path(videos).is_dir():
         raise EMOError(f"--videos {videos}: folder not found")

@@ -48,6 +48,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--free-init-iters", type=int, default=1, metavar="N",
                    help="FreeInit: denoise each clip N times, each pass from the last one's low-frequency noise "
                         "(less flicker, N x the time; starts from pure noise, strength 1; default 1 = off)")
+    p.add_argument("--clip-overlap", type=int, default=None, metavar="O",
+                   help="denoise each clip after the first over the previous clip's last O frames, so the temporal "
+                        "layers see across the join (F / (F - O) x the time; 0 = the paper's clips; default: the model's)")
     p.add_argument("--decode-chunk-size", type=int, default=8, metavar="N", help="frames the VAE decodes at once (default 8)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
@@ -90,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
     from emoportrait.data.media import FPS, VideoWriter, read_audio
     from emoportrait.pipelines.loading import load_pipeline, resolve_model
+    from emoportrait.pipelines.overlap import checked_overlap
     from emoportrait.pipelines.preprocessing import default_face_detector, load_audio, load_image
     from emoportrait.pipelines.strength import check_strength_option
 
@@ -103,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
     if args.free_init_iters < 1:
         raise EMOError(f"--free-init-iters must be at least 1, got {args.free_init_iters}")
     check_strength_option(args.strength, args.steps, args.free_init_iters)
+    if args.clip_overlap is not None:
+        checked_overlap(args.clip_overlap, name="--clip-overlap")  # against the model's F and N once it loads
     for name in ("speed", "guidance_ref", "guidance_audio"):
         value = getattr(args, name)
         if value is not None and not np.isfinite(value):
@@ -144,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
         kwargs["guidance_scale_audio"] = args.guidance_audio
     if args.strength is not None:
         kwargs["strength"] = args.strength
+    kwargs["clip_overlap"] = pipe.resolve_clip_overlap(args.clip_overlap)  # checked against the model before any work
     generator = torch.Generator(device="cpu").manual_seed(args.seed)
     gen_start = time.perf_counter()
     try:

@@ -17,11 +17,13 @@ from emoportrait.evaluation.dataset import EvalClip
 def generate_for_set(model: str, clips: list[EvalClip], out_dir: Path, num_inference_steps: int = 40,
                      seed: int = 0, device: str = "auto", max_frames: int | None = None,
                      log: Callable[[str], None] = lambda m: None, audio_from: dict[str, Path] | None = None,
-                     speed: float | None = None, pipe=None) -> int:
-    """Write `out_dir/<clip>.mp4` for every clip; returns the model's frames per clip (F).
+                     speed: float | None = None, pipe=None, clip_overlap: int | None = None) -> tuple[int, int]:
+    """Write `out_dir/<clip>.mp4` for every clip; returns the model's frames per clip F and clip overlap O
+    (where its seams are: `synthetic.seam_ratio`).
 
     `audio_from` (clip name -> video or audio file) drives a clip with other audio (the shuffled-
-    audio control); `speed` replaces the clip's requested head speed; `pipe` reuses a loaded pipeline.
+    audio control); `speed` replaces the clip's requested head speed; `pipe` reuses a loaded pipeline;
+    `clip_overlap` replaces the model's clip overlap (`pipelines/overlap.py`).
     """
     try:
         from emoportrait.pipelines.loading import load_pipeline
@@ -34,6 +36,7 @@ def generate_for_set(model: str, clips: list[EvalClip], out_dir: Path, num_infer
 
     pipe = pipe if pipe is not None else load_pipeline(model, device=device)
     pipe.set_progress_bar_config(disable=True)
+    overlap = pipe.resolve_clip_overlap(clip_overlap)
     with FaceDetector() as detector:
         for i, clip in enumerate(clips):
             try:
@@ -57,6 +60,6 @@ def generate_for_set(model: str, clips: list[EvalClip], out_dir: Path, num_infer
             generator = torch.Generator(device="cpu").manual_seed(seed)
             with VideoWriter(out_dir / f"{clip.name}.mp4", fps=FPS, audio=audio, sample_rate=SAMPLE_RATE) as writer:
                 for frame in pipe.iter_frames(reference, audio, num_inference_steps=num_inference_steps,
-                                              generator=generator, face_box=box, **kwargs):
+                                              generator=generator, face_box=box, clip_overlap=overlap, **kwargs):
                     writer.write(frame)
-    return int(pipe.num_frames)
+    return int(pipe.num_frames), overlap

@@ -91,10 +91,11 @@ def _sem(values) -> float | None:
     return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
 
 
-def _evaluate(world: Path, videos: Path, splits, clip_frames: int, max_frames: int | None):
+def _evaluate(world: Path, videos: Path, splits, clip_frames: int, max_frames: int | None, clip_overlap: int = 0):
     from emoportrait.evaluation.runner import EvalOptions, evaluate_set
 
-    return evaluate_set(world, videos, EvalOptions(splits=splits, clip_frames=clip_frames, max_frames=max_frames))
+    return evaluate_set(world, videos, EvalOptions(splits=splits, clip_frames=clip_frames, clip_overlap=clip_overlap,
+                                                   max_frames=max_frames))
 
 
 def _gt_mean(report, key: str) -> float | None:
@@ -117,9 +118,9 @@ def check_lipsync(pipe, clips, world: Path, work: Path, splits, steps: int, max_
         videos = work / f"lipsync_{name}"
         videos.mkdir(parents=True, exist_ok=True)
         log(f"lipsync: generating {len(clips)} clips with {name} audio")
-        F = generate_for_set("", clips, videos, steps, seed=seed, max_frames=max_frames, log=log, audio_from=audio_from,
-                             pipe=pipe)
-        rep = _evaluate(world, videos, splits, F, max_frames)
+        clip_frames, overlap = generate_for_set("", clips, videos, steps, seed=seed, max_frames=max_frames, log=log,
+                                                audio_from=audio_from, pipe=pipe)
+        rep = _evaluate(world, videos, splits, clip_frames, max_frames, overlap)
         out[name] = {"lipsync_r": rep.values["lipsync_r"], "lipsync_r_gt_video": _gt_mean(rep, "lipsync_r"),
                      "identity_sim": rep.values["identity_sim"], "identity_sim_gt": _gt_mean(rep, "identity_sim"),
                      "per_video_lipsync_r": {k: v.get("lipsync_r") for k, v in rep.per_video.items()},
@@ -293,6 +294,7 @@ def check_long(pipe, clips, work: Path, steps: int, seconds: float, log, seed: i
     if videos < 1:
         raise EMOError(f"--long-videos must be at least 1, got {videos}")
     embedder, center = fsim.FaceEmbedder(), synthetic.load_identity_center()
+    overlap = pipe.default_clip_overlap  # the seams sit at each later clip's first new frame
 
     def generate(path: Path, reference, ref_box, ref_desc, audio, seed_k: int,
                  motion_frames: bool) -> tuple[np.ndarray, dict]:
@@ -304,14 +306,14 @@ def check_long(pipe, clips, work: Path, steps: int, seconds: float, log, seed: i
         with FaceAnalyzer() as analyzer:
             track = analyzer.analyze_frames(frames)
         one = {"frames": len(frames), "face_found": float(track.found.mean()),
-               "seam": synthetic.seam_ratio(frames, int(pipe.num_frames))}
+               "seam": synthetic.seam_ratio(frames, int(pipe.num_frames), overlap)}
         for name, sl in zip(("first_quarter", "last_quarter"), quarters(len(frames))):
             descs = fsim.descriptors(embedder, frames[sl], track.boxes[sl], every=5)
             one[name] = {"jitter_hf": synthetic.temporal_hf_energy(frames[sl]),
                          "identity_sim": fsim.mean_similarity(descs, ref_desc, center)}
         first, last = one["first_quarter"]["jitter_hf"], one["last_quarter"]["jitter_hf"]
         one["jitter_growth"] = last / first - 1.0 if first and last is not None else None
-        one["clip_jitter"] = synthetic.clip_hf_energy(frames, int(pipe.num_frames))
+        one["clip_jitter"] = synthetic.clip_hf_energy(frames, int(pipe.num_frames), overlap)
         return frames, one
 
     starts = spread(list(range(len(clips))), videos)
@@ -393,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="start each clip from the reference noised a fraction S into the schedule (default: the model's)")
     p.add_argument("--free-init-iters", type=int, default=1, metavar="N",
                    help="generate with FreeInit, N denoising passes per clip from pure noise (strength 1; default 1 = off)")
+    p.add_argument("--clip-overlap", type=int, default=None, metavar="O",
+                   help="frames each clip after the first shares with the one before (default: the model's)")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
     checks = [c for c in args.checks.split(",") if c]
@@ -418,8 +422,9 @@ def main(argv: list[str] | None = None) -> int:
         if pipe is not None:
             pipe.set_progress_bar_config(disable=True)
             scales = {"guidance_scale_ref": args.guidance_ref, "guidance_scale_audio": args.guidance_audio,
-                      "strength": args.strength}
+                      "strength": args.strength, "clip_overlap": args.clip_overlap}
             pipe.register_to_config(**{k: v for k, v in scales.items() if v is not None})  # the default for every call
+            pipe.default_clip_overlap  # noqa: B018  (checks the overlap against F and N before any check runs)
             if args.free_init_iters > 1:
                 pipe.enable_free_init(num_iters=args.free_init_iters)
         work = args.out / "videos"
@@ -444,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
                 result["guidance"] = {"ref": pipe.config.guidance_scale_ref, "audio": pipe.config.guidance_scale_audio}
                 result["free_init_iters"] = args.free_init_iters
                 result["strength"] = pipe.default_strength  # the folder's, or 1 under FreeInit
+                result["clip_overlap"] = pipe.default_clip_overlap
                 if "seeds" not in result:
                     result["seed"] = args.seed
             result["command"] = " ".join(["python -m emoportrait.evaluation.model_checks", *(argv or sys.argv[1:])])

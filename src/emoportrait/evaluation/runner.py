@@ -28,6 +28,7 @@ class EvalOptions:
     frame_stride: int = 1  # FID / E-FID use every k-th frame
     sim_every: int = 5  # F-SIM / identity similarity use every k-th frame
     clip_frames: int = 12  # frames per generated clip (the model's F), for the seam metric
+    clip_overlap: int = 0  # frames each later clip shares with the one before (the model's O), for the seam metric
     max_frames: int | None = None  # cap per video (None = whole video)
     face_backend: str = "mediapipe"
     device: str = "cpu"
@@ -80,7 +81,8 @@ def evaluate_set(set_dir: str | Path, videos_dir: str | Path, options: EvalOptio
     report.protocol = {"set": str(set_dir), "generated videos": str(videos_dir),
                        "weights": str(options.weights) if options.weights else "none",
                        "reference image": "frame 0 of each ground-truth clip",
-                       "frame stride (FID, E-FID)": options.frame_stride, "clip frames (seam)": options.clip_frames}
+                       "frame stride (FID, E-FID)": options.frame_stride, "clip frames (seam)": options.clip_frames,
+                       "clip overlap (seam)": options.clip_overlap}
     try:
         clips = load_set(set_dir, options.splits)
     except EMOError as e:
@@ -269,8 +271,8 @@ def _evaluate_clip(clip: EvalClip, videos_dir: Path, o: EvalOptions, report: Eva
     hf_gen, hf_gt = synthetic.temporal_hf_energy(gen), synthetic.temporal_hf_energy(gt)
     if hf_gen is not None and hf_gt:
         row["jitter"] = hf_gen / hf_gt
-    row["seam"] = synthetic.seam_ratio(gen, o.clip_frames)
-    row["seam_gt"] = synthetic.seam_ratio(gt, o.clip_frames)
+    row["seam"] = synthetic.seam_ratio(gen, o.clip_frames, o.clip_overlap)
+    row["seam_gt"] = synthetic.seam_ratio(gt, o.clip_frames, o.clip_overlap)
 
 
 def _unit(x: np.ndarray) -> list[float]:

@@ -20,7 +20,8 @@
 - temporal jitter: RMS of the second temporal difference of the (grey, 64 px) frames, i.e. the
   frame-to-frame high-frequency energy, generated / ground truth (1 = as smooth as real motion).
 - clip-boundary seams: mean absolute frame difference across clip boundaries (every
-  `clip_frames` frames) / the mean across the other successive frames (1 = invisible seams).
+  `clip_frames` frames; with clips overlapping by O frames, the first new frame of each later
+  clip: F + k (F - O)) / the mean across the other successive frames (1 = invisible seams).
 """
 
 from __future__ import annotations
@@ -154,22 +155,32 @@ def temporal_hf_energy(frames: np.ndarray) -> float | None:
     return float(np.sqrt(np.mean(_second_differences_squared(frames))))
 
 
-def clip_hf_energy(frames: np.ndarray, clip_frames: int) -> list[float]:
-    """`temporal_hf_energy` of each clip_frames-long clip of a long video (second differences centred in it)."""
+def clip_of_frame(t: np.ndarray, clip_frames: int, overlap: int = 0) -> np.ndarray:
+    """The generated clip each video frame t came from: clip 0 makes F frames, each later one F - O new ones."""
+    t = np.asarray(t)
+    return np.where(t < clip_frames, 0, 1 + (t - clip_frames) // max(clip_frames - overlap, 1))
+
+
+def clip_hf_energy(frames: np.ndarray, clip_frames: int, overlap: int = 0) -> list[float]:
+    """`temporal_hf_energy` of each generated clip of a long video (second differences centred in it)."""
     if len(frames) < 3 or clip_frames < 2:
         return []
     d2 = _second_differences_squared(frames).reshape(len(frames) - 2, -1).mean(axis=1)  # centred at t = 1..T-2
-    clip = np.arange(1, len(frames) - 1) // clip_frames
+    clip = clip_of_frame(np.arange(1, len(frames) - 1), clip_frames, overlap)
     return [float(np.sqrt(d2[clip == k].mean())) for k in range(int(clip.max()) + 1)]
 
 
-def seam_ratio(frames: np.ndarray, clip_frames: int) -> float | None:
-    """Mean |x[t] - x[t-1]| at clip boundaries (t = k * clip_frames) / the mean elsewhere."""
+def seam_ratio(frames: np.ndarray, clip_frames: int, overlap: int = 0) -> float | None:
+    """Mean |x[t] - x[t-1]| at clip boundaries (the first frame of each later clip) / the mean elsewhere.
+
+    Without overlap the boundaries are t = k * clip_frames; with clips overlapping by O frames, t = F + k (F - O).
+    """
     if clip_frames < 2 or len(frames) <= clip_frames + 1:
         return None
     g = _grey_small(frames)
     d = np.abs(g[1:] - g[:-1]).mean(axis=(1, 2))  # d[t-1] = change into frame t
     t = np.arange(1, len(g))
-    boundary = (t % clip_frames) == 0
+    clip = clip_of_frame(t, clip_frames, overlap)
+    boundary = clip != clip_of_frame(t - 1, clip_frames, overlap)
     inside = d[~boundary].mean()
     return float(d[boundary].mean() / inside) if inside > 1e-12 else None

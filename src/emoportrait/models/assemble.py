@@ -118,7 +118,8 @@ def write_model(components: dict, cfg: ModelConfig, reports: list[LoadReport], o
     with atomic_dir(out, overwrite=True) as tmp:
         EMOPipeline(**components, guidance_scale_ref=cfg.guidance_scale_ref,
                     guidance_scale_audio=cfg.guidance_scale_audio,
-                    shared_noise_ratio=cfg.shared_noise_ratio, strength=cfg.strength).save_pretrained(tmp)
+                    shared_noise_ratio=cfg.shared_noise_ratio, strength=cfg.strength,
+                    clip_overlap=cfg.clip_overlap).save_pretrained(tmp)
         save_config(cfg, tmp / "emo_config.yaml")
         (tmp / "init_report.json").write_text(json.dumps([r.to_dict() for r in reports], indent=1))
     return out

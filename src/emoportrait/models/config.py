@@ -114,6 +114,9 @@ class ModelConfig:
     # Where generation starts each clip, also written into model_index.json (pipelines/strength.py): 1 = pure
     # noise (the paper); s < 1 = the reference noised a fraction s into the schedule (img2img's `strength`).
     strength: float = 1.0
+    # Frames each generated clip after the first shares with the one before, also written into model_index.json
+    # (pipelines/overlap.py): 0 = the paper's clips; O > 0 = denoised over the previous clip's last O frames.
+    clip_overlap: int = 0
 
     def check_shapes(self) -> None:
         """Raise EMOError where two sizes cannot work together (called when the components are built,
@@ -127,6 +130,9 @@ class ModelConfig:
                 f"face_locator_channels has {n} widths ({2 ** (n - 1)}x downsampling) but vae.block_out_channels "
                 f"has {m} ({self.vae_factor}x); give both the same length, e.g. "
                 f"--face_locator_channels=[{','.join(map(str, fit))}]")
+        from emoportrait.pipelines.overlap import checked_overlap
+
+        checked_overlap(self.clip_overlap, self.num_frames, self.num_motion_frames)
         factor = self.vae_factor
         if self.resolution % factor:  # else frames would come back smaller than asked, silently
             raise EMOError(f"resolution {self.resolution} is not a multiple of the VAE's {factor}x downsampling; "

@@ -11,6 +11,8 @@ so `iter_frames` streams a video of any length in memory bounded by one clip. Fr
 `FreeInitMixin`, `pipe.enable_free_init(num_iters=...)`) denoises each clip again from noise that
 keeps the previous pass's low spatio-temporal frequencies: an opt-in, num_iters x the cost. A
 `strength` below 1 starts each clip from the noised reference instead of pure noise (`strength.py`).
+A `clip_overlap` O > 0 denoises each later clip over the previous clip's last O frames, held to
+them at every step, so the join falls inside a clip (`overlap.py`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from emoportrait.models.config import DEFAULT_GUIDANCE_AUDIO, DEFAULT_GUIDANCE_R
 from emoportrait.models.noise import checked_ratio, draw_frame_noise
 from emoportrait.pipelines.free_init import EMOFreeInitMixin
 from emoportrait.pipelines.guidance import checked_scale, combine_guidance, guidance_branches
+from emoportrait.pipelines.overlap import checked_overlap, clip_start, replace_known
+from emoportrait.pipelines.overlap import num_clips as count_clips
 from emoportrait.pipelines.pipeline_output import EMOPipelineOutput, to_uint8
 from emoportrait.pipelines.preprocessing import load_audio, load_image, num_video_frames, prepare_reference
 from emoportrait.pipelines.strength import checked_strength, noised_reference, steps_run, strength_timesteps
@@ -48,10 +52,11 @@ class GenerationInputs:
     Attributes:
         reference_latents: (1, C, h, w) VAE latent of the framed reference image (scaled).
         face_features: (1, C0, h, w) Face Locator output for the face-region mask M.
-        audio_embeds: (1, T_gen, K, Ca) audio tokens for every generated frame (T_gen = clips x F).
+        audio_embeds: (1, T_gen, K, Ca) audio tokens for every generated frame (T_gen = the last clip's end).
         speed_embeds: (1, F, Cs) embedding of the constant target head speed, or None.
         num_frames: T, frames of the output video (round(audio duration x 25), at least 1).
-        num_clips: ceil(T / F).
+        num_clips: ceil(T / F) without overlap; 1 + ceil((T - F) / (F - O)) with O frames of overlap.
+        clip_overlap: O, frames each clip after the first shares with the one before (`overlap.py`).
     """
 
     reference_latents: torch.Tensor
@@ -60,6 +65,7 @@ class GenerationInputs:
     speed_embeds: torch.Tensor | None
     num_frames: int
     num_clips: int
+    clip_overlap: int = 0
 
 
 class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
@@ -82,6 +88,8 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
         shared_noise_ratio: the noise prior the model was trained with (models/noise.py; 0 = independent).
         strength: the default start of each clip: 1 = pure noise (the paper); s < 1 = the reference noised
             to the step a fraction s into the schedule, running only those steps (img2img's `strength`).
+        clip_overlap: the default overlap O of successive clips in frames: 0 = the paper's clips; O > 0
+            denoises each later clip over the previous clip's last O frames (`overlap.py`).
 
     A face detector for reference framing can be set as `pipe.face_detector` (an object with
     `detect(rgb) -> box | None`); by default MediaPipe's is used.
@@ -100,7 +108,7 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
 
     def __init__(self, vae, unet, reference_unet, face_locator, audio_encoder, audio_proj, speed_encoder, scheduler,
                  guidance_scale_ref: float = DEFAULT_GUIDANCE_REF, guidance_scale_audio: float = DEFAULT_GUIDANCE_AUDIO,
-                 shared_noise_ratio: float = 0.0, strength: float = 1.0):
+                 shared_noise_ratio: float = 0.0, strength: float = 1.0, clip_overlap: int = 0):
         super().__init__()
         self.register_modules(
             vae=vae,
@@ -120,7 +128,8 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
         self.register_to_config(guidance_scale_ref=checked_scale("guidance_scale_ref", ref),
                                 guidance_scale_audio=checked_scale("guidance_scale_audio", audio),
                                 shared_noise_ratio=checked_ratio(shared_noise_ratio or 0.0),
-                                strength=checked_strength(1.0 if strength is None else strength))
+                                strength=checked_strength(1.0 if strength is None else strength),
+                                clip_overlap=checked_overlap(clip_overlap or 0))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path=None, **kwargs):
@@ -285,20 +294,23 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
             kwargs["generator"] = generator
         return kwargs
 
-    def prepare_inputs(self, image, audio, speed=None, face_mask=None, face_box=None) -> GenerationInputs:
+    def prepare_inputs(self, image, audio, speed=None, face_mask=None, face_box=None,
+                       clip_overlap: int = 0) -> GenerationInputs:
         """Steps computed once per video: reference latent, face features, audio tokens, speed."""
         device, dtype = self._execution_device, self.unet.dtype
         pixels, mask = self.prepare_reference(image, face_mask=face_mask, face_box=face_box)
         waveform = load_audio(audio)
         total = num_video_frames(waveform.size)
-        clips = math.ceil(total / self.num_frames)
+        clips = count_clips(total, self.num_frames, clip_overlap)
         return GenerationInputs(
             reference_latents=self.encode_frames(pixels).to(dtype),  # (1, C, h, w)
             face_features=self.face_locator(mask.to(device=device, dtype=self.face_locator.dtype)).to(dtype),
-            audio_embeds=self.encode_audio(waveform, clips * self.num_frames, device, dtype),
+            audio_embeds=self.encode_audio(waveform, clip_start(clips - 1, self.num_frames, clip_overlap) + self.num_frames,
+                                           device, dtype),
             speed_embeds=self.encode_speed(speed, device, dtype),
             num_frames=total,
             num_clips=clips,
+            clip_overlap=clip_overlap,
         )
 
     # ------------------------------------------------------------------ the clip loop
@@ -306,8 +318,12 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
     def _denoise_clip(self, inputs: GenerationInputs, clip: int, motion_latents: torch.Tensor | None,
                       num_inference_steps: int, guidance_scale_ref: float, guidance_scale_audio: float,
                       generator, extra_step_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs,
-                      progress_bar, strength: float = 1.0) -> torch.Tensor:
-        """Denoise one clip of F frames; returns its clean latents (1, C, F, h, w)."""
+                      progress_bar, strength: float = 1.0, known_latents: torch.Tensor | None = None) -> torch.Tensor:
+        """Denoise one clip of F frames; returns its clean latents (1, C, F, h, w).
+
+        `known_latents` (1, C, O, h, w): the previous clip's clean last O frames, which this clip's first O
+        frames are held to at every step (`overlap.py`); None for none.
+        """
         device, dtype = self._execution_device, self.unet.dtype
         f = self.num_frames
         branches = guidance_branches(guidance_scale_ref, guidance_scale_audio)
@@ -325,7 +341,8 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
         motion_features = None
         if motion_latents is not None:
             motion_features = {k: v[1:].to(dtype).repeat(nb, 1, 1) for k, v in features.items()}  # (nb*N, L, C)
-        audio = inputs.audio_embeds[:, clip * f : (clip + 1) * f]  # (1, F, K, Ca)
+        start = clip_start(clip, f, inputs.clip_overlap)
+        audio = inputs.audio_embeds[:, start : start + f]  # (1, F, K, Ca)
         conditions = {  # the backbone's conditioning, the same at every step (and every FreeInit pass)
             "reference_features": reference_features,
             "motion_features": motion_features,
@@ -338,6 +355,9 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
         # b. Initial noise for this clip.
         size = self.sample_size
         latents = self.prepare_latents(f, size, size, dtype, device, generator)  # (1, C, F, h, w)
+        known = None  # (known clean latents, their noise) of the overlap frames
+        if known_latents is not None:
+            known = (known_latents.to(dtype), latents[:, :, : known_latents.shape[2]] / self.scheduler.init_noise_sigma)
 
         # c. Denoising loop (DDIM by default, paper 4.1); the guidance branches share one forward.
         #    With FreeInit on, the clip is denoised `num_iters` times, each pass from re-initialised noise.
@@ -352,20 +372,26 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
                     latents = noised_reference(self.scheduler, inputs.reference_latents, latents, timesteps[:1])
             latents = self._denoise_pass(latents, timesteps, conditions, branches, guidance_scale_ref,
                                          guidance_scale_audio, extra_step_kwargs, callback_on_step_end,
-                                         callback_on_step_end_tensor_inputs, progress_bar)
+                                         callback_on_step_end_tensor_inputs, progress_bar, known)
             if self.interrupt:
                 break
         return latents
 
     def _denoise_pass(self, latents, timesteps, conditions: dict, branches, guidance_scale_ref, guidance_scale_audio,
                       extra_step_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs,
-                      progress_bar) -> torch.Tensor:
-        """One pass of the denoising loop over `timesteps`, the guidance branches in one batched forward."""
+                      progress_bar, known: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """One pass of the denoising loop over `timesteps`, the guidance branches in one batched forward.
+
+        `known` (clean latents, noise) of the clip's first O frames holds them to the clean latents noised
+        to each step, and to the clean latents after the last (`overlap.py`).
+        """
+        known_latents, known_noise = known if known is not None else (None, None)
         nb = len(branches)
         self._num_timesteps = len(timesteps)
         for i, t in enumerate(timesteps):
             if self.interrupt:
                 break
+            latents = replace_known(self.scheduler, latents, known_latents, known_noise, t)
             model_input = self.scheduler.scale_model_input(latents, t).expand(nb, -1, -1, -1, -1)  # (nb, C, F, h, w)
             noise_pred = self.unet(model_input, t, **conditions).sample  # (nb, C, F, h, w)
             noise_pred = combine_guidance(noise_pred, branches, guidance_scale_ref, guidance_scale_audio)
@@ -376,23 +402,27 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
                 callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
                 latents = callback_outputs.pop("latents", latents)
             progress_bar.update()
-        return latents
+        return replace_known(self.scheduler, latents, known_latents, known_noise, None)
 
     def _iter_clips(self, inputs: GenerationInputs, num_inference_steps, guidance_scale_ref, guidance_scale_audio,
                     generator, eta, decode: bool, decode_chunk_size, callback_on_step_end,
                     callback_on_step_end_tensor_inputs, motion_frames: bool = True,
                     strength: float = 1.0) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        """Generate clip after clip; yields (latents (1, C, f, h, w), video (1, 3, f, S, S) or None).
+        """Generate clip after clip; yields each clip's new frames: (latents (1, C, f, h, w), video (1, 3, f, S, S) or None).
 
-        The last clip is trimmed so the frames total `inputs.num_frames`. The last N frames of each
-        clip, re-encoded with the VAE, are the next clip's motion frames (paper 3.2); without
-        `motion_frames` every clip is generated as the first one is, with none.
+        The last clip is trimmed so the frames total `inputs.num_frames`. The N frames before each clip's
+        first frame, re-encoded with the VAE, are its motion frames (paper 3.2): without overlap the
+        previous clip's last N. Without `motion_frames` every clip is generated as the first one is, with
+        none. With an overlap O a clip's first O frames are the previous clip's last O (`overlap.py`),
+        which it does not yield again.
         """
-        f, n = self.num_frames, self.num_motion_frames if motion_frames else 0
+        f, n, o = self.num_frames, self.num_motion_frames if motion_frames else 0, inputs.clip_overlap
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
         self._num_clips, self._interrupt = inputs.num_clips, False
         motion_latents, self._shared_noise = None, None  # zero motion frames for the first clip; a new video's noise
-        history: torch.Tensor | None = None  # last decoded frames, (1, 3, <=N, S, S)
+        known_latents = None  # the previous clip's clean last O latents
+        history: torch.Tensor | None = None  # last decoded frames before the next clip's first, (1, 3, <=N, S, S)
+        made = 0  # frames yielded so far
         with self.progress_bar(total=inputs.num_clips * self.steps_per_clip(num_inference_steps, strength)) as progress_bar:
             for clip in range(inputs.num_clips):
                 self._clip_index = clip
@@ -401,23 +431,28 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
                 latents = self._denoise_clip(
                     inputs, clip, motion_latents, num_inference_steps, guidance_scale_ref, guidance_scale_audio,
                     generator, extra_step_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs,
-                    progress_bar, strength)
+                    progress_bar, strength, known_latents)
                 if self.interrupt:
                     return
-                keep = min(f, inputs.num_frames - clip * f)
+                skip = 0 if clip == 0 else o  # frames already yielded by the previous clip
+                keep = min(f - skip, inputs.num_frames - made)
                 last = clip == inputs.num_clips - 1
-                video = None
-                if decode:
-                    video = self.decode_latents(latents, decode_chunk_size)  # (1, 3, F, S, S)
-                elif not last and n > 0:
-                    video = self.decode_latents(latents[:, :, -n:], decode_chunk_size)  # only the motion frames
+                video = self.decode_latents(latents[:, :, skip:], decode_chunk_size) if decode else None  # (1, 3, F - skip, S, S)
                 if not last and n > 0:
-                    recent = video if history is None else torch.cat([history, video], dim=2)
+                    lo, hi = max(0, f - o - n), f - o  # this clip's frames just before the next clip's first
+                    if decode and lo >= skip:
+                        before = video[:, :, lo - skip : hi - skip]
+                    else:
+                        before = self.decode_latents(latents[:, :, lo:hi], decode_chunk_size)
+                    recent = before if history is None else torch.cat([history, before], dim=2)
                     history = recent[:, :, -n:]
                     if history.shape[2] == n:
                         motion = history[0].permute(1, 0, 2, 3)  # (N, 3, S, S)
                         motion_latents = self.encode_frames(motion)  # (N, C, h, w)
-                yield latents[:, :, :keep], (video[:, :, :keep] if decode else None)
+                if not last and o:
+                    known_latents = latents[:, :, f - o :]
+                made += keep
+                yield latents[:, :, skip : skip + keep], (video[:, :, :keep] if decode else None)
 
     # ------------------------------------------------------------------ public API
 
@@ -441,6 +476,7 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
         callback_on_step_end_tensor_inputs: list[str] = ("latents",),
         motion_frames: bool = True,
         strength: float | None = None,
+        clip_overlap: int | None = None,
     ) -> EMOPipelineOutput | tuple:
         r"""Generate the video for one portrait and one audio, as long as the audio (25 fps).
 
@@ -471,6 +507,10 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
                 paper); s < 1 = the reference latent noised to the step a fraction s into the schedule,
                 and only the last int(num_inference_steps * s) steps run (img2img's `strength`). Lower
                 keeps more of the reference's look and pose (`pipelines/strength.py`).
+            clip_overlap: frames each clip after the first shares with the one before (None = the model's
+                `config.clip_overlap`): 0 = the paper's clips; O > 0 holds each later clip's first O frames
+                to the previous clip's last O while it denoises, so the temporal layers see across the join
+                (`pipelines/overlap.py`), at F / (F - O) x the denoising time.
 
         Returns:
             `EMOPipelineOutput` with `frames`, or `(frames,)` when `return_dict` is False.
@@ -482,7 +522,8 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
                           decode_chunk_size, callback_on_step_end_tensor_inputs, strength)
 
         # 2-5. Prepare the reference (framing, mask), audio tokens, speed, once per video
-        inputs = self.prepare_inputs(image, audio, speed=self._resolve_speed(speed), face_mask=face_mask, face_box=face_box)
+        inputs = self.prepare_inputs(image, audio, speed=self._resolve_speed(speed), face_mask=face_mask, face_box=face_box,
+                                     clip_overlap=self.resolve_clip_overlap(clip_overlap))
 
         # 6-8. Clip loop: ReferenceNet once per clip, batched CFG denoising, chunked decoding
         decode = output_type != "latent"
@@ -524,6 +565,7 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
         callback_on_step_end: Callable | None = None,
         motion_frames: bool = True,
         strength: float | None = None,
+        clip_overlap: int | None = None,
     ) -> Iterator[np.ndarray]:
         """Stream the video as (S, S, 3) uint8 RGB frames, clip by clip (memory bounded by one clip).
 
@@ -534,7 +576,8 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
         strength = self._resolve_strength(strength)
         self.check_inputs(num_inference_steps, guidance_scale_ref, guidance_scale_audio, "np", decode_chunk_size, [],
                           strength)
-        inputs = self.prepare_inputs(image, audio, speed=self._resolve_speed(speed), face_mask=face_mask, face_box=face_box)
+        inputs = self.prepare_inputs(image, audio, speed=self._resolve_speed(speed), face_mask=face_mask, face_box=face_box,
+                                     clip_overlap=self.resolve_clip_overlap(clip_overlap))
         for _, video in self._iter_clips(inputs, num_inference_steps, guidance_scale_ref, guidance_scale_audio,
                                          generator, eta, True, decode_chunk_size, callback_on_step_end, ["latents"],
                                          motion_frames, strength):
@@ -561,6 +604,17 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
         if strength < 1.0:
             return steps_run(num_inference_steps, strength)
         return super().steps_per_clip(num_inference_steps)
+
+    @property
+    def default_clip_overlap(self) -> int:
+        """The clip overlap of a call that names none: the model's config (0 where a folder names none)."""
+        return checked_overlap(getattr(self.config, "clip_overlap", 0) or 0, self.num_frames, self.num_motion_frames)
+
+    def resolve_clip_overlap(self, clip_overlap: int | None = None) -> int:
+        """A call's clip overlap (None: the model's default), checked against F and N."""
+        if clip_overlap is None:
+            return self.default_clip_overlap
+        return checked_overlap(clip_overlap, self.num_frames, self.num_motion_frames)
 
     @staticmethod
     def _resolve_speed(speed: float | None) -> float | None:
