@@ -37,6 +37,7 @@ def plot(long: dict, path: Path, clip_frames: int = 12) -> None:
     import matplotlib.pyplot as plt
 
     videos = long["videos"]
+    overlap = int(long.get("clip_overlap") or 0)  # clip k >= 1 makes F - O new frames, from F + (k - 1)(F - O)
     control = all("no_motion" in v for v in videos)
     growth = np.asarray([v["jitter_growth"] for v in videos], dtype=float) * 100
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 1.6]})
@@ -69,13 +70,16 @@ def plot(long: dict, path: Path, clip_frames: int = 12) -> None:
         curves.append(("without (every clip alone)", [v["no_motion"]["clip_jitter"] for v in videos], "C1"))
     for label, rows, color in curves:
         mean, band = _mean_sem(rows)
-        t = (np.arange(len(mean)) + 0.5) * clip_frames / FPS
+        k = np.arange(len(mean))
+        first = np.where(k == 0, 0, clip_frames + (k - 1) * (clip_frames - overlap))
+        t = (first + np.where(k == 0, clip_frames, clip_frames - overlap) / 2) / FPS  # each clip's new frames' centre
         ax1.plot(t, mean, color=color, lw=1.5, label=label)
         ax1.fill_between(t, mean - band, mean + band, color=color, alpha=0.2, lw=0)
     seconds = long.get("seconds", 20)
     for x in (seconds / 4, 3 * seconds / 4):
         ax1.axvline(x, color="grey", lw=0.8)
-    ax1.set_xlabel(f"seconds (one point per generated clip of {clip_frames} frames; lines: quarters)")
+    clips = f"{clip_frames} frames" + (f", {overlap} overlapping" if overlap else "")
+    ax1.set_xlabel(f"seconds (a point per generated clip of {clips}; lines: quarters)")
     ax1.set_ylabel("jitter_hf per clip, mean over videos +- s.e.")
     ax1.legend(fontsize=7)
     fig.suptitle(long.get("command", ""), fontsize=6)
