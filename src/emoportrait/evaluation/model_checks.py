@@ -18,11 +18,12 @@ Four checks, each generating with the model and measuring with the evaluation's 
   generated videos: the ceiling that any backbone decoding through this VAE can reach.
 
     python -m emoportrait.evaluation.model_checks --model M --set WORLD --out DIR [--checks lipsync,speed,long,vae]
-        [--guidance-ref SCALE] [--guidance-audio SCALE] [--strength S] [--seed N]
+        [--guidance-ref SCALE] [--guidance-audio SCALE] [--strength S] [--clip-overlap O] [--seed N]
 
-The videos are generated with the model's own guidance scales and strength (its model_index.json) unless
-`--guidance-*` or `--strength` name others, from the generation noise of `--seed` (default 0); each check's JSON
-records the scales and the seed it used.
+The videos are generated with the model's own guidance scales, strength and clip overlap (its model_index.json)
+unless `--guidance-*`, `--strength` or `--clip-overlap` name others, from the generation noise of `--seed`
+(default 0); each check's JSON records the settings and the seed it used. The seams are read where each
+generated clip's new frames begin.
 
 Each check writes `DIR/<check>.json`; `DIR/checks.json` merges every check found in DIR (so the
 checks can run in separate processes) and `DIR/long_sheet.png` shows the long video.
