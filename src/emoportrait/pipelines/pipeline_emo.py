@@ -422,7 +422,6 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
         motion_latents, self._shared_noise = None, None  # zero motion frames for the first clip; a new video's noise
         known_latents = None  # the previous clip's clean last O latents
         history: torch.Tensor | None = None  # last decoded frames before the next clip's first, (1, 3, <=N, S, S)
-        made = 0  # frames yielded so far
         with self.progress_bar(total=inputs.num_clips * self.steps_per_clip(num_inference_steps, strength)) as progress_bar:
             for clip in range(inputs.num_clips):
                 self._clip_index = clip
@@ -435,7 +434,7 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
                 if self.interrupt:
                     return
                 skip = 0 if clip == 0 else o  # frames already yielded by the previous clip
-                keep = min(f - skip, inputs.num_frames - made)
+                keep = min(f - skip, inputs.num_frames - clip_start(clip, f, o) - skip)  # new frames up to T
                 last = clip == inputs.num_clips - 1
                 video = self.decode_latents(latents[:, :, skip:], decode_chunk_size) if decode else None  # (1, 3, F - skip, S, S)
                 if not last and n > 0:
@@ -451,7 +450,6 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
                         motion_latents = self.encode_frames(motion)  # (N, C, h, w)
                 if not last and o:
                     known_latents = latents[:, :, f - o :]
-                made += keep
                 yield latents[:, :, skip : skip + keep], (video[:, :, :keep] if decode else None)
 
     # ------------------------------------------------------------------ public API
