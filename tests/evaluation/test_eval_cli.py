@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from emoportrait.cli import main
-from emoportrait.data.media import read_audio, read_video, write_video
+from emoportrait.data.media import clip_layout_tags, read_audio, read_clip_layout, read_video, write_video
 from emoportrait.evaluation.fid import FID_WEIGHTS_NAME
 from emoportrait.evaluation.report import METRIC_KEYS
+from emoportrait.evaluation.synthetic import seam_ratio
 
 
 def _metrics(out):
@@ -23,7 +24,9 @@ def test_ground_truth_as_generated(world, tmp_path, capsys):
     assert main(["evaluate", "--set", str(world), "--videos", str(world / "clips"),
                  "--out", str(out), "--max-frames", "40", "--clip-overlap", "4", "-q"]) == 0  # split: heldout_identity
     m = _metrics(out)
-    assert m["protocol"]["clip overlap (seam)"] == 4  # seams read at 12, 20, 28, ... (synthetic.seam_ratio)
+    held = json.loads((world / "manifest.json").read_text())["splits"]["heldout_identity"]
+    # Seams read at 12, 20, 28, ... (synthetic.seam_ratio), for every video, as the options say.
+    assert m["protocol"]["clip layout (seam): frames, overlap"] == f"12, 4 ({len(held)} videos, given)"
     assert all(k in m for k in METRIC_KEYS)
     for k in ("fid", "fvd", "sync_c", "sync_d"):
         assert m[k] is None and m["unavailable"][k] == "no --weights folder given"
@@ -33,13 +36,42 @@ def test_ground_truth_as_generated(world, tmp_path, capsys):
     assert m["e_fid"] == pytest.approx(0.0, abs=1e-6) and "OFFLINE landmark" in m["details"]["e_fid"]["label"]
     assert m["jitter"] == pytest.approx(1.0) and m["speed_adherence"] == pytest.approx(0.0, abs=1e-5)
     assert 0.5 < m["seam"] < 2.0
-    held = json.loads((world / "manifest.json").read_text())["splits"]["heldout_identity"]
     assert sorted(m["per_video"]) == sorted(held)
     for f in ("report.html", "report.md", "plots/per_video.png", "plots/mouth_curves.png"):
         assert (out / f).is_file()
     assert len(list((out / "sheets").glob("*.jpg"))) == len(held)
     printed = capsys.readouterr().out
     assert "lipsync_r" in printed and "report:" in printed
+
+
+def test_seams_where_each_video_records_its_clips(world, tmp_path):
+    # Videos that `emoportrait generate` wrote carry their clip layout; `--videos` reads the seams there
+    # unless the options name one. Two held-out clips, re-written: one as from a model with 10-frame clips
+    # overlapping by 3, one without a tag (the defaults 12 / 0).
+    held = json.loads((world / "manifest.json").read_text())["splits"]["heldout_identity"][:2]
+    set_dir, gen = tmp_path / "set", tmp_path / "gen"
+    set_dir.mkdir()
+    gen.mkdir()
+    frames = {}
+    for name, tags in zip(held, (clip_layout_tags(10, 3), None), strict=True):
+        for ext in (".mp4", ".json"):
+            shutil.copy(world / "clips" / f"{name}{ext}", set_dir / f"{name}{ext}")
+        clip = world / "clips" / f"{name}.mp4"
+        write_video(gen / f"{name}.mp4", read_video(clip, max_frames=40), audio=read_audio(clip), metadata=tags)
+        frames[name] = read_video(gen / f"{name}.mp4")
+    assert main(["evaluate", "--set", str(set_dir), "--videos", str(gen), "--out", str(tmp_path / "auto"),
+                 "--max-frames", "40", "-q"]) == 0
+    m = _metrics(tmp_path / "auto")
+    assert m["protocol"]["clip layout (seam): frames, overlap"] == "10, 3 (1 video, recorded in the video); 12, 0 (1 video, default)"
+    tagged, plain = (m["per_video"][n]["seam"] for n in held)
+    assert tagged == pytest.approx(seam_ratio(frames[held[0]], 10, 3))
+    assert plain == pytest.approx(seam_ratio(frames[held[1]], 12, 0))
+    assert tagged != pytest.approx(seam_ratio(frames[held[0]], 12, 0))  # the layout matters
+    assert main(["evaluate", "--set", str(set_dir), "--videos", str(gen), "--out", str(tmp_path / "given"),
+                 "--max-frames", "40", "--clip-frames", "12", "-q"]) == 0
+    m = _metrics(tmp_path / "given")
+    assert m["protocol"]["clip layout (seam): frames, overlap"] == "12, 0 (2 videos, given)"
+    assert m["per_video"][held[0]]["seam"] == pytest.approx(seam_ratio(frames[held[0]], 12, 0))
 
 
 def test_shuffled_identities_and_bad_videos(world, tmp_path, capsys):
@@ -132,5 +164,8 @@ def test_generate_with_a_tiny_model_then_score(world, tmp_path):
     m = _metrics(out)
     held = json.loads((world / "manifest.json").read_text())["splits"]["heldout_identity"]
     assert sorted(p.stem for p in (out / "generated").glob("*.mp4")) == sorted(held)
-    assert m["protocol"]["clip frames (seam)"] == 12 and m["jitter"] is not None
+    # The tiny config's clip layout (12 frames, overlap 2), generated with and read at.
+    assert m["protocol"]["clip layout (seam): frames, overlap"] == f"12, 2 ({len(held)} videos, given)"
+    assert read_clip_layout(out / "generated" / f"{held[0]}.mp4") == (12, 2)
+    assert m["jitter"] is not None
     assert all(k in m for k in METRIC_KEYS)

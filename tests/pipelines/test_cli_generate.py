@@ -18,7 +18,7 @@ from emo_gen_helpers import draw_face, speech_like, write_audio, write_empty_wav
 from PIL import Image
 
 from emoportrait.cli import main
-from emoportrait.data.media import probe_video, read_audio, read_video
+from emoportrait.data.media import probe_video, read_audio, read_clip_layout, read_video
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -127,10 +127,11 @@ def test_clip_overlap_option(cli, tiny_model_dir, face_png, tmp_path):
         assert code == 0, err
         assert f"10 frames (0.40 s of video, {clips} clips x 2 steps)" in stdout
         videos[overlap] = np.stack(read_video(out)).astype(np.float32)
+        assert read_clip_layout(out) == (4, overlap)  # for `evaluate --videos`'s seams
     assert videos[0].shape == videos[2].shape
     assert np.abs(videos[0][4:] - videos[2][4:]).mean() > 0.1 and np.abs(videos[0][:4] - videos[2][:4]).mean() < 2
     for bad, message in (("-1", "--clip-overlap must be a whole number of frames >= 0 (0 = the paper's clips), got -1"),
-                         ("3", "clip_overlap 3 leaves no room in a clip of 4 frames with 2 motion frames; use at most 2")):
+                         ("3", "--clip-overlap 3 leaves no room in a clip of 4 frames with 2 motion frames; use at most 2")):
         code, _, err = cli("--image", face_png, "--audio", audio, "--out", tmp_path / "bad.mp4", "--model",
                            tiny_model_dir, "--clip-overlap", bad)
         assert code == 2 and err.strip() == f"emoportrait generate: error: {message}"

@@ -37,10 +37,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "the identity-disjoint test split as in the paper)")
     p.add_argument("--frame-stride", type=int, default=1, help="FID/E-FID use every k-th frame (protocol: 1)")
     p.add_argument("--clip-frames", type=int, default=None,
-                   help="frames per generated clip for the seam metric (default: the model's, else 12)")
+                   help="frames per generated clip for the seam metric (default: the model's; with --videos, what "
+                        "`emoportrait generate` recorded in each video, else 12)")
     p.add_argument("--clip-overlap", type=int, default=None, metavar="O",
                    help="frames each later clip shared with the one before, for the seam metric (default: the "
-                        "model's, else 0); with --model, generate with this overlap")
+                        "model's; with --videos, what each video records, else 0); with --model, generate with it")
     p.add_argument("--max-frames", type=int, default=None, help="use at most this many frames per video")
     p.add_argument("--steps", type=int, default=40, help="with --model: denoising steps (paper: 40)")
     p.add_argument("--seed", type=int, default=0, help="with --model: noise seed")
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         checked_overlap(args.clip_overlap, None if args.model else (args.clip_frames or 12), name="--clip-overlap")
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     options = EvalOptions(weights=args.weights, frame_stride=args.frame_stride, max_frames=args.max_frames,
-                          clip_frames=args.clip_frames or 12, clip_overlap=args.clip_overlap or 0,
+                          clip_frames=args.clip_frames, clip_overlap=args.clip_overlap,
                           splits=tuple(args.split.split(",")) if args.split else None)
     extra, videos = {}, args.videos
     if args.model is not None:

@@ -91,7 +91,7 @@ def mux_rate(path: str | os.PathLike) -> int:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from emoportrait.data.media import FPS, VideoWriter, read_audio
+    from emoportrait.data.media import FPS, VideoWriter, clip_layout_tags, read_audio
     from emoportrait.pipelines.loading import load_pipeline, resolve_model
     from emoportrait.pipelines.overlap import checked_overlap
     from emoportrait.pipelines.preprocessing import default_face_detector, load_audio, load_image
@@ -150,11 +150,13 @@ def run(args: argparse.Namespace) -> int:
         kwargs["guidance_scale_audio"] = args.guidance_audio
     if args.strength is not None:
         kwargs["strength"] = args.strength
-    kwargs["clip_overlap"] = pipe.resolve_clip_overlap(args.clip_overlap)  # checked against the model before any work
+    kwargs["clip_overlap"] = pipe.resolve_clip_overlap(args.clip_overlap, name="--clip-overlap")  # checked against the model before any work
     generator = torch.Generator(device="cpu").manual_seed(args.seed)
     gen_start = time.perf_counter()
     try:
-        with VideoWriter(out, fps=FPS, audio=soundtrack, sample_rate=rate) as writer:
+        # The clip layout goes into the mp4, so `emoportrait evaluate --videos` finds the seams where they are.
+        layout = clip_layout_tags(pipe.num_frames, kwargs["clip_overlap"])
+        with VideoWriter(out, fps=FPS, audio=soundtrack, sample_rate=rate, metadata=layout) as writer:
             for frame in pipe.iter_frames(rgb, waveform, num_inference_steps=args.steps, generator=generator, eta=args.eta,
                                           face_box=face_box, decode_chunk_size=args.decode_chunk_size, **kwargs):
                 writer.write(frame)

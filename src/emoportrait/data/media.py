@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -153,6 +154,8 @@ class VideoWriter:
     The file appears at `path` only when the writer closes without error; an exception or
     Ctrl-C inside the `with` block leaves no partial file. Frame sizes must be even (yuv420p).
 
+    `metadata` are container tags (mp4 keeps the standard ones, e.g. "comment": `clip_layout_tags`).
+
     Example:
         with VideoWriter("out.mp4", fps=25, audio=samples, sample_rate=16000) as w:
             for frame in frames:  # (H, W, 3) uint8
@@ -166,12 +169,14 @@ class VideoWriter:
         audio: np.ndarray | None = None,
         sample_rate: int = SAMPLE_RATE,
         crf: int = 18,
+        metadata: dict[str, str] | None = None,
     ):
         self.path = Path(path)
         self.fps = int(fps)
         self.audio = None if audio is None else np.asarray(audio, dtype=np.float32).reshape(-1)
         self.sample_rate = int(sample_rate)
         self.crf = crf
+        self.metadata = dict(metadata or {})
         self.num_frames = 0
         self._audio_pos = 0
         self._ctx = None
@@ -180,6 +185,7 @@ class VideoWriter:
         self._ctx = atomic_path(self.path)
         tmp = self._ctx.__enter__()
         self._container = av.open(str(tmp), mode="w", format="mp4")
+        self._container.metadata.update(self.metadata)
         self._vstream = None
         self._astream = None
         if self.audio is not None and self.audio.size:
@@ -247,9 +253,28 @@ class VideoWriter:
         self._ctx.__exit__(exc_type, exc, tb)
 
 
+_LAYOUT = re.compile(r"^emoportrait clip_frames=(\d+) clip_overlap=(\d+)$")
+
+
+def clip_layout_tags(clip_frames: int, clip_overlap: int = 0) -> dict[str, str]:
+    """The container tag that records how a generated video's clips were laid out, for `VideoWriter`.
+
+    Where each later clip's new frames begin (frame F + k (F - O)) is where the seam metric looks;
+    `emoportrait evaluate --videos` reads it back (`read_clip_layout`) instead of assuming the defaults.
+    """
+    return {"comment": f"emoportrait clip_frames={int(clip_frames)} clip_overlap={int(clip_overlap)}"}
+
+
+def read_clip_layout(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(clip frames F, clip overlap O) that `emoportrait generate` recorded in the video, or None."""
+    with _open(path) as container:
+        m = _LAYOUT.match(str(container.metadata.get("comment", "")).strip())
+    return (int(m[1]), int(m[2])) if m else None
+
+
 def write_video(path: str | os.PathLike, frames, fps: int = FPS, audio: np.ndarray | None = None,
-                sample_rate: int = SAMPLE_RATE) -> None:
+                sample_rate: int = SAMPLE_RATE, metadata: dict[str, str] | None = None) -> None:
     """Write an iterable of (H, W, 3) uint8 frames (and optional mono audio) as an mp4, atomically."""
-    with VideoWriter(path, fps=fps, audio=audio, sample_rate=sample_rate) as writer:
+    with VideoWriter(path, fps=fps, audio=audio, sample_rate=sample_rate, metadata=metadata) as writer:
         for frame in frames:
             writer.write(frame)

@@ -32,11 +32,11 @@ def generate_for_set(model: str, clips: list[EvalClip], out_dir: Path, num_infer
     import torch
 
     from emoportrait.data.faces import FaceDetector
-    from emoportrait.data.media import FPS, SAMPLE_RATE, VideoWriter, read_audio, read_video
+    from emoportrait.data.media import FPS, SAMPLE_RATE, VideoWriter, clip_layout_tags, read_audio, read_video
 
     pipe = pipe if pipe is not None else load_pipeline(model, device=device)
     pipe.set_progress_bar_config(disable=True)
-    overlap = pipe.resolve_clip_overlap(clip_overlap)
+    overlap = pipe.resolve_clip_overlap(clip_overlap, name="--clip-overlap")
     with FaceDetector() as detector:
         for i, clip in enumerate(clips):
             try:
@@ -58,7 +58,8 @@ def generate_for_set(model: str, clips: list[EvalClip], out_dir: Path, num_infer
                 kwargs["speed"] = clip.truth.speed
             log(f"[{i + 1}/{len(clips)}] generating {clip.name}")
             generator = torch.Generator(device="cpu").manual_seed(seed)
-            with VideoWriter(out_dir / f"{clip.name}.mp4", fps=FPS, audio=audio, sample_rate=SAMPLE_RATE) as writer:
+            with VideoWriter(out_dir / f"{clip.name}.mp4", fps=FPS, audio=audio, sample_rate=SAMPLE_RATE,
+                             metadata=clip_layout_tags(pipe.num_frames, overlap)) as writer:
                 for frame in pipe.iter_frames(reference, audio, num_inference_steps=num_inference_steps,
                                               generator=generator, face_box=box, clip_overlap=overlap, **kwargs):
                     writer.write(frame)

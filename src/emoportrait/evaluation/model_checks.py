@@ -288,7 +288,7 @@ def check_long(pipe, clips, work: Path, steps: int, seconds: float, log, seed: i
 
     from emoportrait.atomic import atomic_path
     from emoportrait.data.faces import FaceAnalyzer, FaceDetector
-    from emoportrait.data.media import FPS, SAMPLE_RATE, VideoWriter, read_video
+    from emoportrait.data.media import FPS, SAMPLE_RATE, VideoWriter, clip_layout_tags, read_video
     from emoportrait.demo import contact_sheet
     from emoportrait.evaluation import fsim, synthetic
 
@@ -299,7 +299,8 @@ def check_long(pipe, clips, work: Path, steps: int, seconds: float, log, seed: i
 
     def generate(path: Path, reference, ref_box, ref_desc, audio, seed_k: int,
                  motion_frames: bool) -> tuple[np.ndarray, dict]:
-        with VideoWriter(path, fps=FPS, audio=audio, sample_rate=SAMPLE_RATE) as writer:
+        with VideoWriter(path, fps=FPS, audio=audio, sample_rate=SAMPLE_RATE,
+                         metadata=clip_layout_tags(pipe.num_frames, overlap)) as writer:
             for frame in pipe.iter_frames(reference, audio, num_inference_steps=steps, face_box=ref_box,
                                           generator=torch.Generator().manual_seed(seed_k), motion_frames=motion_frames):
                 writer.write(frame)
@@ -422,10 +423,11 @@ def main(argv: list[str] | None = None) -> int:
         pipe = load_pipeline(args.model, device=args.device) if checks else None  # no checks: merge only
         if pipe is not None:
             pipe.set_progress_bar_config(disable=True)
+            # Checked against F and N before any check runs, then the default of every call.
+            overlap = None if args.clip_overlap is None else pipe.resolve_clip_overlap(args.clip_overlap, "--clip-overlap")
             scales = {"guidance_scale_ref": args.guidance_ref, "guidance_scale_audio": args.guidance_audio,
-                      "strength": args.strength, "clip_overlap": args.clip_overlap}
+                      "strength": args.strength, "clip_overlap": overlap}
             pipe.register_to_config(**{k: v for k, v in scales.items() if v is not None})  # the default for every call
-            pipe.default_clip_overlap  # noqa: B018  (checks the overlap against F and N before any check runs)
             if args.free_init_iters > 1:
                 pipe.enable_free_init(num_iters=args.free_init_iters)
         work = args.out / "videos"

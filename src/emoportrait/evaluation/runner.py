@@ -7,6 +7,7 @@ and every other metric is still computed.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from emoportrait.evaluation.dataset import EvalClip, load_set
 from emoportrait.evaluation.report import METRIC_KEYS, EvalReport
 
 SHEET_FRAMES = 6
+DEFAULT_CLIP_FRAMES = 12  # the seam metric's clip length where neither the options nor the video name one (the paper's F)
 
 
 @dataclass
@@ -27,8 +29,12 @@ class EvalOptions:
     weights: Path | None = None  # folder with pt_inception-...pth, i3d_torchscript.pt, syncnet_v2.model, expression_net.pt
     frame_stride: int = 1  # FID / E-FID use every k-th frame
     sim_every: int = 5  # F-SIM / identity similarity use every k-th frame
-    clip_frames: int = 12  # frames per generated clip (the model's F), for the seam metric
-    clip_overlap: int = 0  # frames each later clip shares with the one before (the model's O), for the seam metric
+    # The clip layout for the seam metric: frames per generated clip (the model's F) and frames each later clip
+    # shares with the one before (the model's O). None for both: the layout each video records (`emoportrait
+    # generate` writes it into the mp4: data/media.py, clip_layout_tags), else 12 / 0; one set: that one (the
+    # other 12 / 0) for every video.
+    clip_frames: int | None = None
+    clip_overlap: int | None = None
     max_frames: int | None = None  # cap per video (None = whole video)
     face_backend: str = "mediapipe"
     device: str = "cpu"
@@ -81,8 +87,7 @@ def evaluate_set(set_dir: str | Path, videos_dir: str | Path, options: EvalOptio
     report.protocol = {"set": str(set_dir), "generated videos": str(videos_dir),
                        "weights": str(options.weights) if options.weights else "none",
                        "reference image": "frame 0 of each ground-truth clip",
-                       "frame stride (FID, E-FID)": options.frame_stride, "clip frames (seam)": options.clip_frames,
-                       "clip overlap (seam)": options.clip_overlap}
+                       "frame stride (FID, E-FID)": options.frame_stride}
     try:
         clips = load_set(set_dir, options.splits)
     except EMOError as e:
@@ -120,6 +125,10 @@ def evaluate_set(set_dir: str | Path, videos_dir: str | Path, options: EvalOptio
         except EMOError as e:
             report.note(str(e))
     analyzer.close()
+    layouts = Counter(report.per_video[name].pop("_clip_layout") for name in list(report.per_video)
+                      if "_clip_layout" in report.per_video[name])
+    report.protocol["clip layout (seam): frames, overlap"] = "; ".join(
+        f"{f}, {ov} ({n} video{'s' * (n != 1)}, {source})" for (f, ov, source), n in sorted(layouts.items())) or "none"
 
     # Set-level (distribution) metrics.
     for key, gen, gt, what in (("fid", "fid_gen", "fid_gt", "frames"), ("fvd", "fvd_gen", "fvd_gt", "16-frame clips"),
@@ -152,7 +161,7 @@ def evaluate_set(set_dir: str | Path, videos_dir: str | Path, options: EvalOptio
                                          "(assets/synth_identity_center.safetensors; retrain: python -m "
                                          "emoportrait.evaluation.mouth_regressor)"),
                         ("speed_adherence", no_face or "no head pose could be measured"), ("jitter", no_video),
-                        ("seam", f"videos shorter than one clip ({options.clip_frames} frames) + 1")):
+                        ("seam", "videos shorter than one clip + 1 frame")):
         if key in report.reasons and report.values.get(key) is None and not any(v.get(key) is not None for v in pv):
             continue  # tool unavailable: keep its reason
         val = finite_mean(v.get(key) for v in pv)
@@ -271,8 +280,25 @@ def _evaluate_clip(clip: EvalClip, videos_dir: Path, o: EvalOptions, report: Eva
     hf_gen, hf_gt = synthetic.temporal_hf_energy(gen), synthetic.temporal_hf_energy(gt)
     if hf_gen is not None and hf_gt:
         row["jitter"] = hf_gen / hf_gt
-    row["seam"] = synthetic.seam_ratio(gen, o.clip_frames, o.clip_overlap)
-    row["seam_gt"] = synthetic.seam_ratio(gt, o.clip_frames, o.clip_overlap)
+    f, ov, source = clip_layout(gen_path, o)
+    row["_clip_layout"] = (f, ov, source)  # for the protocol; removed from the row before the report is written
+    row["seam"] = synthetic.seam_ratio(gen, f, ov)
+    row["seam_gt"] = synthetic.seam_ratio(gt, f, ov)
+
+
+def clip_layout(path: Path, o: EvalOptions) -> tuple[int, int, str]:
+    """(F, O, where they came from) for the seams of the generated video `path` (see `EvalOptions`)."""
+    from emoportrait.data.media import read_clip_layout
+    from emoportrait.pipelines.overlap import checked_overlap
+
+    if o.clip_frames is not None or o.clip_overlap is not None:
+        f, ov, source = o.clip_frames or DEFAULT_CLIP_FRAMES, o.clip_overlap or 0, "given"
+    else:
+        recorded = read_clip_layout(path)
+        f, ov, source = (*recorded, "recorded in the video") if recorded else (DEFAULT_CLIP_FRAMES, 0, "default")
+    if f < 1:
+        raise EMOError(f"{path.name}: clip frames must be at least 1, got {f}")
+    return f, checked_overlap(ov, f, name=f"{path.name}: clip overlap"), source
 
 
 def _unit(x: np.ndarray) -> list[float]:

@@ -608,11 +608,11 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
         """The clip overlap of a call that names none: the model's config (0 where a folder names none)."""
         return checked_overlap(getattr(self.config, "clip_overlap", 0) or 0, self.num_frames, self.num_motion_frames)
 
-    def resolve_clip_overlap(self, clip_overlap: int | None = None) -> int:
-        """A call's clip overlap (None: the model's default), checked against F and N."""
+    def resolve_clip_overlap(self, clip_overlap: int | None = None, name: str = "clip_overlap") -> int:
+        """A call's clip overlap (None: the model's default), checked against F and N (errors call it `name`)."""
         if clip_overlap is None:
             return self.default_clip_overlap
-        return checked_overlap(clip_overlap, self.num_frames, self.num_motion_frames)
+        return checked_overlap(clip_overlap, self.num_frames, self.num_motion_frames, name=name)
 
     @staticmethod
     def _resolve_speed(speed: float | None) -> float | None:
