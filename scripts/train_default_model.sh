@@ -148,9 +148,8 @@ pids=()
 [ -f "$WORK/checks/vae.json" ] || { "${CHECKS[@]}" --checks long,vae --clips "$EVAL_CLIPS" --long-videos "$LONG_VIDEOS" & pids+=($!); }
 for p in "${pids[@]}"; do wait "$p"; done
 "$PY" -m emoportrait.evaluation.model_checks --model "$MODEL" --set "$WORK/world" --out "$WORK/checks" --checks ""
-# The videos were made with the model's clip overlap: the report reads their seams where its clips join.
-OVERLAP=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1])).get("clip_overlap") or 0)' "$MODEL/model_index.json")
+# The videos record their clip layout (the model's F and overlap): the report reads their seams where the clips join.
 "${EMO[@]}" evaluate --set "$WORK/world" --split heldout_identity,heldout_sentence --videos "$WORK/checks/videos/lipsync_own" \
-  --max-frames "$EVAL_FRAMES" --clip-overlap "$OVERLAP" --out "$WORK/eval" -q
+  --max-frames "$EVAL_FRAMES" --out "$WORK/eval" -q
 echo
 echo "to ship it (float16 weights, half the bytes): $PY scripts/ship_default_model.py $MODEL"
