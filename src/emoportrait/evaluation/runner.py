@@ -112,7 +112,7 @@ def evaluate_set(set_dir: str | Path, videos_dir: str | Path, options: EvalOptio
     regressor = _tool(report, ("lipsync_r",), mouth_regressor.load_mouth_regressor, False, None) if has_truth else None
     center = synthetic.load_identity_center() if has_truth else None
 
-    acc = {k: [] for k in ("fid_gen", "fid_gt", "fvd_gen", "fvd_gt", "efid_gen", "efid_gt")}
+    acc = {k: [] for k in ("fid_gen", "fid_gt", "fvd_gen", "fvd_gt", "efid_gen", "efid_gt", "clip_layout")}
     for i, clip in enumerate(clips):
         log(f"[{i + 1}/{len(clips)}] {clip.name}")
         for n in clip.notes:
@@ -125,8 +125,7 @@ def evaluate_set(set_dir: str | Path, videos_dir: str | Path, options: EvalOptio
         except EMOError as e:
             report.note(str(e))
     analyzer.close()
-    layouts = Counter(report.per_video[name].pop("_clip_layout") for name in list(report.per_video)
-                      if "_clip_layout" in report.per_video[name])
+    layouts = Counter(acc["clip_layout"])
     report.protocol["clip layout (seam): frames, overlap"] = "; ".join(
         f"{f}, {ov} ({n} video{'s' * (n != 1)}, {source})" for (f, ov, source), n in sorted(layouts.items())) or "none"
 
@@ -281,7 +280,7 @@ def _evaluate_clip(clip: EvalClip, videos_dir: Path, o: EvalOptions, report: Eva
     if hf_gen is not None and hf_gt:
         row["jitter"] = hf_gen / hf_gt
     f, ov, source = clip_layout(gen_path, o)
-    row["_clip_layout"] = (f, ov, source)  # for the protocol; removed from the row before the report is written
+    acc["clip_layout"].append((f, ov, source))  # for the protocol
     row["seam"] = synthetic.seam_ratio(gen, f, ov)
     row["seam_gt"] = synthetic.seam_ratio(gt, f, ov)
 
