@@ -20,7 +20,6 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import PIL.Image
@@ -28,47 +27,21 @@ import torch
 from diffusers import DiffusionPipeline
 
 import emoportrait.models  # noqa: F401  (diffusers resolves the model folder's classes in loaded modules)
-from emoportrait.data.media import FPS, SAMPLE_RATE
 from emoportrait.errors import EMOError
 from emoportrait.models.config import DEFAULT_GUIDANCE_AUDIO, DEFAULT_GUIDANCE_REF
 from emoportrait.models.noise import checked_ratio, draw_frame_noise
 from emoportrait.pipelines.free_init import EMOFreeInitMixin
 from emoportrait.pipelines.guidance import checked_scale, combine_guidance, guidance_branches
+from emoportrait.pipelines.inputs import EMOInputsMixin, GenerationInputs
 from emoportrait.pipelines.overlap import checked_overlap, clip_start, replace_known
-from emoportrait.pipelines.overlap import num_clips as count_clips
 from emoportrait.pipelines.pipeline_output import EMOPipelineOutput, to_uint8
-from emoportrait.pipelines.preprocessing import load_audio, load_image, num_video_frames, prepare_reference
 from emoportrait.pipelines.strength import checked_strength, noised_reference, steps_run, strength_timesteps
 
 OUTPUT_TYPES = ("np", "pil", "pt", "latent")
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640 audio samples per video frame
 DEFAULT_SPEED = 0.5  # degrees/frame (12.5 deg/s): calm talking-head motion, inside the speed buckets' range
 
 
-@dataclass
-class GenerationInputs:
-    """Everything computed once per video, before the clip loop (see `EMOPipeline.prepare_inputs`).
-
-    Attributes:
-        reference_latents: (1, C, h, w) VAE latent of the framed reference image (scaled).
-        face_features: (1, C0, h, w) Face Locator output for the face-region mask M.
-        audio_embeds: (1, T_gen, K, Ca) audio tokens for every generated frame (T_gen = the last clip's end).
-        speed_embeds: (1, F, Cs) embedding of the constant target head speed, or None.
-        num_frames: T, frames of the output video (round(audio duration x 25), at least 1).
-        num_clips: ceil(T / F) without overlap; 1 + ceil((T - F) / (F - O)) with O frames of overlap.
-        clip_overlap: O, frames each clip after the first shares with the one before (`overlap.py`).
-    """
-
-    reference_latents: torch.Tensor
-    face_features: torch.Tensor
-    audio_embeds: torch.Tensor
-    speed_embeds: torch.Tensor | None
-    num_frames: int
-    num_clips: int
-    clip_overlap: int = 0
-
-
-class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
+class EMOPipeline(DiffusionPipeline, EMOInputsMixin, EMOFreeInitMixin):
     r"""Audio-driven portrait video generation (EMO, paper section 3.2, Fig. 2).
 
     Components:
@@ -103,8 +76,6 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
 
     model_cpu_offload_seq = "audio_encoder->audio_proj->speed_encoder->face_locator->reference_unet->unet->vae"
     _callback_tensor_inputs = ["latents"]
-    audio_window_frames = 750  # 30 s of audio per audio-encoder call (see `encode_audio`)
-    audio_context_frames = 50  # 2 s of context on each side of a window
 
     def __init__(self, vae, unet, reference_unet, face_locator, audio_encoder, audio_proj, speed_encoder, scheduler,
                  guidance_scale_ref: float = DEFAULT_GUIDANCE_REF, guidance_scale_audio: float = DEFAULT_GUIDANCE_AUDIO,
@@ -199,83 +170,6 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
         if self.free_init_enabled:
             self._check_free_init()
 
-    def prepare_reference(self, image, face_mask=None, face_box=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frame the reference portrait around its face (see `preprocessing`) and build the mask M.
-
-        Args:
-            image: path, PIL image or array of a portrait in any mode.
-            face_mask: (S, S) or (1, 1, S, S) mask; if given, `image` is taken as already framed
-                (only resized to S) and no face detection runs.
-            face_box: known face box (x0, y0, x1, y1) in the image's pixels; skips detection.
-
-        Returns:
-            pixels (1, 3, S, S) in [-1, 1] and mask (1, 1, S, S) in {0, 1}, both float32 on CPU.
-        """
-        size = self.sample_size
-        if face_mask is None:
-            prepared = prepare_reference(image, size, detector=self.face_detector, face_box=face_box)
-            rgb, mask = prepared.image, torch.from_numpy(prepared.face_mask)
-        else:
-            rgb = np.array(PIL.Image.fromarray(load_image(image)).resize((size, size), PIL.Image.Resampling.LANCZOS))
-            mask = torch.as_tensor(np.asarray(face_mask), dtype=torch.float32).reshape(1, 1, *np.shape(face_mask)[-2:])
-            mask = torch.nn.functional.interpolate(mask, size=(size, size), mode="nearest")
-        pixels = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1.0  # (1, 3, S, S)
-        return pixels, (mask.reshape(1, 1, size, size) > 0.5).float()
-
-    def encode_frames(self, pixels: torch.Tensor) -> torch.Tensor:
-        """VAE latents (distribution mode, scaled) of frames: (B, 3, S, S) in [-1, 1] -> (B, C, h, w)."""
-        pixels = pixels.to(device=self.vae.device, dtype=self.vae.dtype)
-        latents = self.vae.encode(pixels).latent_dist.mode()
-        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
-        return (latents - shift) * self.vae.config.scaling_factor
-
-    def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int = 16) -> torch.Tensor:
-        """Decode (B, C, F, h, w) latents `decode_chunk_size` frames at a time -> (B, 3, F, S, S) in [-1, 1]."""
-        b, c, f, h, w = latents.shape
-        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
-        latents = latents / self.vae.config.scaling_factor + shift
-        latents = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)  # (B*F, C, h, w)
-        video = torch.cat([
-            self.vae.decode(latents[i : i + decode_chunk_size].to(self.vae.dtype)).sample
-            for i in range(0, b * f, decode_chunk_size)
-        ])  # (B*F, 3, S, S)
-        return video.reshape(b, f, *video.shape[1:]).permute(0, 2, 1, 3, 4).float().clamp(-1.0, 1.0)
-
-    def encode_audio(self, waveform: np.ndarray, num_frames: int, device, dtype) -> torch.Tensor:
-        """Audio tokens for `num_frames` video frames, computed once for the whole audio.
-
-        The encoder runs on windows of `audio_window_frames` frames with `audio_context_frames` of
-        audio on each side (kept only as context), so a wav2vec2 encoder's attention never spans
-        more than ~34 s and memory stays bounded for any audio length; the projection's +-m window
-        then runs over the whole sequence, so clip boundaries see their true neighbours.
-
-        Args:
-            waveform: (S,) float32 at 16 kHz; zero-padded (or cut) to `num_frames` x 640 samples.
-
-        Returns:
-            (1, num_frames, K, Ca) tokens (K = 2m+1 window of paper 3.2's audio layers).
-        """
-        wave = torch.from_numpy(np.asarray(waveform, dtype=np.float32))
-        need = num_frames * SAMPLES_PER_FRAME
-        wave = torch.nn.functional.pad(wave, (0, need - wave.numel())) if wave.numel() < need else wave[:need]
-        wave = wave[None].to(device=device, dtype=getattr(self.audio_encoder, "dtype", torch.float32))  # (1, S)
-        window, context = self.audio_window_frames, self.audio_context_frames
-        chunks = []
-        for start in range(0, num_frames, window):
-            end = min(start + window, num_frames)
-            lo, hi = max(0, start - context), min(num_frames, end + context)
-            features = self.audio_encoder(wave[:, lo * SAMPLES_PER_FRAME : hi * SAMPLES_PER_FRAME], num_frames=hi - lo)
-            chunks.append(features[:, start - lo : end - lo])  # (1, end - start, L, D)
-        features = torch.cat(chunks, dim=1)  # (1, T, L, D)
-        return self.audio_proj(features.to(self.audio_proj.dtype)).to(dtype)  # (1, T, K, Ca)
-
-    def encode_speed(self, speed: float | None, device, dtype) -> torch.Tensor | None:
-        """(1, F, Cs) embedding of a constant target head speed (degrees/frame; paper 4.1), or None."""
-        if speed is None:
-            return None
-        speeds = torch.full((1, self.num_frames), float(speed), device=device, dtype=self.speed_encoder.dtype)
-        return self.speed_encoder(speeds).to(dtype)
-
     def prepare_latents(self, num_frames, height, width, dtype, device, generator) -> torch.Tensor:
         """Initial noise (1, C, F, h, w) from the model's prior (its clip-common draw is kept for the video's
         later clips), scaled by the scheduler's `init_noise_sigma`."""
@@ -293,25 +187,6 @@ class EMOPipeline(DiffusionPipeline, EMOFreeInitMixin):
         if "generator" in params:
             kwargs["generator"] = generator
         return kwargs
-
-    def prepare_inputs(self, image, audio, speed=None, face_mask=None, face_box=None,
-                       clip_overlap: int = 0) -> GenerationInputs:
-        """Steps computed once per video: reference latent, face features, audio tokens, speed."""
-        device, dtype = self._execution_device, self.unet.dtype
-        pixels, mask = self.prepare_reference(image, face_mask=face_mask, face_box=face_box)
-        waveform = load_audio(audio)
-        total = num_video_frames(waveform.size)
-        clips = count_clips(total, self.num_frames, clip_overlap)
-        return GenerationInputs(
-            reference_latents=self.encode_frames(pixels).to(dtype),  # (1, C, h, w)
-            face_features=self.face_locator(mask.to(device=device, dtype=self.face_locator.dtype)).to(dtype),
-            audio_embeds=self.encode_audio(waveform, clip_start(clips - 1, self.num_frames, clip_overlap) + self.num_frames,
-                                           device, dtype),
-            speed_embeds=self.encode_speed(speed, device, dtype),
-            num_frames=total,
-            num_clips=clips,
-            clip_overlap=clip_overlap,
-        )
 
     # ------------------------------------------------------------------ the clip loop
 
