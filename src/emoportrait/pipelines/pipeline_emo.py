@@ -3,8 +3,9 @@
 `EMOPipeline` is a diffusers `DiffusionPipeline`, so `from_pretrained` / `save_pretrained` read and
 write the model folder of DESIGN.md section 7. A video of any length is made of clips of F frames
 generated one after another; the last N frames of each clip are the next clip's motion frames
-(zero maps for the first clip). Per clip the ReferenceNet runs once (reference latent and motion
-latents in one batch) and its features are reused at every denoising step; the audio embeddings
+(zero maps for the first clip). What is computed once per video before them (the framed reference, the
+audio tokens, the speed embedding) is `inputs.py`'s `EMOInputsMixin`. Per clip the ReferenceNet runs once
+(reference latent and motion latents in one batch) and its features are reused at every denoising step; the audio embeddings
 are computed once for the whole audio; the classifier-free guidance branches run in one batched
 backbone forward; each clip is decoded in frame chunks and handed on before the next one starts,
 so `iter_frames` streams a video of any length in memory bounded by one clip. FreeInit (diffusers'
