@@ -188,6 +188,29 @@ def test_speed_at_several_seeds_is_in_order_only_where_every_sweep_is(monkeypatc
     assert check_speed(None, [], tmp_path, 1, 5, levels, print, seeds=[0, 1])["monotonic"]
 
 
+def test_speed_rises_pair_each_clip_with_itself_over_seeds(monkeypatch, tmp_path):
+    """Level means can flip with one clip's noise; each clip's own rise, pooled over clips and seeds, does not."""
+    levels = (0.1, 0.9, 1.6)
+    base = {0: {"a": 1.0, "b": 3.0}, 1: {"a": 2.0, "b": 0.5}}  # clip b dominates the level means
+
+    def fake_sweep(pipe, clips, work, suffix, steps, max_frames, levels_, log, seed):
+        per_clip = {c: {f"{lv:g}": {"measured": v + 0.1 * i, "head_motion": v - 0.2 * i, "pose_motion": float("nan")}
+                        for i, lv in enumerate(levels_)} for c, v in base[seed].items()}
+        means = {f"{lv:g}": float(np.mean([per_clip[c][f"{lv:g}"]["measured"] for c in per_clip])) for lv in levels_}
+        return {"measured": means, "monotonic": _rising(means, levels_), "flicker": means, "head_motion": means,
+                "head_motion_monotonic": False, "pose_motion": means, "pose_motion_monotonic": False, "per_clip": per_clip}
+
+    monkeypatch.setattr(model_checks, "_speed_sweep", fake_sweep)
+    both = check_speed(None, [], tmp_path, 1, 5, levels, print, seeds=[0, 1])
+    up = both["rises"]["measured"]["0.1->0.9"]
+    assert up["n"] == 4 and up["mean"] == pytest.approx(0.1) and up["se"] == pytest.approx(0.0, abs=1e-12)
+    assert both["rises"]["head_motion"]["0.9->1.6"]["mean"] == pytest.approx(-0.2)
+    assert both["rises"]["pose_motion"]["0.1->0.9"] == {"mean": None, "se": None, "n": 0}  # no finite reading
+    assert set(both["per_seed"]["1"]["per_clip"]) == {"a", "b"} and "per_clip" not in both
+    one = check_speed(None, [], tmp_path, 1, 5, levels, print, seed=1)
+    assert one["per_clip"]["b"]["1.6"]["measured"] == pytest.approx(0.7) and one["rises"]["measured"]["0.9->1.6"]["n"] == 2
+
+
 def test_speed_seeds_generate_one_sweep_per_seed(world, tmp_path):
     assert cli_main(["init", "--config", "tiny", "--out", str(tmp_path / "m")]) == 0
     out = tmp_path / "checks"

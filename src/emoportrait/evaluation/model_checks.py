@@ -186,6 +186,11 @@ def check_speed(pipe, clips, work: Path, steps: int, max_frames: int | None, lev
     keeps each sweep, the top-level readings are their means, and `monotonic` (and the other two
     readings' `*_monotonic`) holds only where every seed's sweep rises: one sweep of 3 clips can be in order by the
     generation noise alone (docs/experiments.md, "Is the speed order real?").
+
+    `per_clip` keeps each clip's three readings per level (per seed: `per_seed`), and `rises` pairs them:
+    for each reading and each pair of neighbouring levels, the mean over clips and seeds of one clip's
+    reading at the higher level minus its reading at the lower, with its standard error and count. A
+    rise of a few standard errors is an effect of the request that the level means alone cannot show.
     """
     from emoportrait.data.media import read_video
     from emoportrait.evaluation.synthetic import temporal_hf_energy
@@ -207,7 +212,10 @@ def check_speed(pipe, clips, work: Path, steps: int, max_frames: int | None, lev
            "head_motion": mean_over_seeds("head_motion"),
            "head_motion_monotonic": all(r["head_motion_monotonic"] for r in per_seed.values()),
            "pose_motion": mean_over_seeds("pose_motion"),
-           "pose_motion_monotonic": all(r["pose_motion_monotonic"] for r in per_seed.values())}
+           "pose_motion_monotonic": all(r["pose_motion_monotonic"] for r in per_seed.values()),
+           "rises": _paired_rises([r.get("per_clip", {}) for r in per_seed.values()], keys)}
+    if len(seeds) == 1:
+        out["per_clip"] = per_seed[str(seeds[0])].get("per_clip", {})
     if len(seeds) > 1:
         out["seeds"], out["per_seed"] = seeds, per_seed
     return out
@@ -224,6 +232,7 @@ def _speed_sweep(pipe, clips, work: Path, suffix: str, steps: int, max_frames: i
 
     regressor = load_head_pose_regressor()
     measured, flicker, motion, posed = {}, {}, {}, {}
+    per_clip: dict[str, dict[str, dict[str, float]]] = {}  # clip -> level -> reading -> value
     with FaceAnalyzer() as analyzer:
         for level in levels:
             videos = work / f"speed_{level:g}{suffix}"
@@ -242,12 +251,27 @@ def _speed_sweep(pipe, clips, work: Path, suffix: str, steps: int, max_frames: i
                         slow.append(float(np.mean(head_speed(track.rotations, HEAD_MOTION_SIGMA)[track.found])))
                         rotations = pose_rotations(predict_pose(regressor, frames, track.boxes))
                         regressed.append(float(np.mean(head_speed(rotations, POSE_MOTION_SIGMA)[track.found])))
+                        per_clip.setdefault(clip.name, {})[f"{level:g}"] = {
+                            "measured": speeds[-1], "head_motion": slow[-1], "pose_motion": regressed[-1]}
             key = f"{level:g}"
             measured[key], flicker[key], motion[key] = finite_mean(speeds), finite_mean(jitters), finite_mean(slow)
             posed[key] = finite_mean(regressed)
     return {"measured": measured, "monotonic": _rising(measured, levels), "flicker": flicker,
             "head_motion": motion, "head_motion_monotonic": _rising(motion, levels),
-            "pose_motion": posed, "pose_motion_monotonic": _rising(posed, levels)}
+            "pose_motion": posed, "pose_motion_monotonic": _rising(posed, levels), "per_clip": per_clip}
+
+
+def _paired_rises(per_clip_by_seed: list[dict], keys: list[str]) -> dict:
+    """Per reading and neighbouring levels "a->b": mean, s.e. and n of (clip at b) - (clip at a) over clips and seeds."""
+    rises: dict[str, dict[str, dict]] = {}
+    for name in ("measured", "head_motion", "pose_motion"):
+        rises[name] = {}
+        for a, b in zip(keys, keys[1:]):
+            d = [v[b][name] - v[a][name] for per_clip in per_clip_by_seed for v in per_clip.values()
+                 if a in v and b in v and np.isfinite(v[a][name]) and np.isfinite(v[b][name])]
+            se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None
+            rises[name][f"{a}->{b}"] = {"mean": float(np.mean(d)) if d else None, "se": se, "n": len(d)}
+    return rises
 
 
 def _rising(values: dict, levels) -> bool:
