@@ -209,6 +209,7 @@ def test_speed_rises_pair_each_clip_with_itself_over_seeds(monkeypatch, tmp_path
     assert set(both["per_seed"]["1"]["per_clip"]) == {"a", "b"} and "per_clip" not in both
     one = check_speed(None, [], tmp_path, 1, 5, levels, print, seed=1)
     assert one["per_clip"]["b"]["1.6"]["measured"] == pytest.approx(0.7) and one["rises"]["measured"]["0.9->1.6"]["n"] == 2
+    assert one["seed"] == 1 and check_speed(None, [], tmp_path, 1, 5, levels, print, seed=0, seeds=[1])["seed"] == 1
 
 
 def test_speed_seeds_generate_one_sweep_per_seed(world, tmp_path):

@@ -214,8 +214,8 @@ def check_speed(pipe, clips, work: Path, steps: int, max_frames: int | None, lev
            "pose_motion": mean_over_seeds("pose_motion"),
            "pose_motion_monotonic": all(r["pose_motion_monotonic"] for r in per_seed.values()),
            "rises": _paired_rises([r.get("per_clip", {}) for r in per_seed.values()], keys)}
-    if len(seeds) == 1:
-        out["per_clip"] = per_seed[str(seeds[0])].get("per_clip", {})
+    if len(seeds) == 1:  # the seed the sweep was generated with (`--speed-seeds 3` alone: 3, not `--seed`)
+        out["seed"], out["per_clip"] = seeds[0], per_seed[str(seeds[0])].get("per_clip", {})
     if len(seeds) > 1:
         out["seeds"], out["per_seed"] = seeds, per_seed
     return out
@@ -478,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
                 result["strength"] = pipe.default_strength  # the folder's, or 1 under FreeInit
                 result["clip_overlap"] = pipe.default_clip_overlap
                 if "seeds" not in result:
-                    result["seed"] = args.seed
+                    result.setdefault("seed", args.seed)
             result["command"] = " ".join(["python -m emoportrait.evaluation.model_checks", *(argv or sys.argv[1:])])
             atomic_write_text(args.out / f"{check}.json", json.dumps(result, indent=1) + "\n")
             log(f"{check}: {json.dumps({k: v for k, v in result.items() if not k.startswith('per_')})}")
