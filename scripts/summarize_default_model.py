@@ -149,6 +149,12 @@ def main() -> None:
         lines.append("| ... head motion read by the head-pose regressor (3 frames) | "
                      + ", ".join(_f(v) for v in sp["pose_motion"].values())
                      + f" (monotonic: {sp.get('pose_motion_monotonic')}) | increasing |")
+    for name, what in (("measured", "labels' filter"), ("head_motion", "6 frames"), ("pose_motion", "regressor")):
+        steps = sp.get("rises", {}).get(name, {})  # paired clip by clip (speed checks written since 2026-12-07)
+        if any(r["mean"] is not None for r in steps.values()):
+            lines.append(f"| ... each clip's own rise to the next level ({what}; mean +- s.e. over clips and seeds) | "
+                         + "; ".join(f"{k}: {r['mean']:+.3f} +- {_f(r['se'])} (n {r['n']})" for k, r in steps.items()
+                                     if r["mean"] is not None) + " | > 0 |")
     n_long = len(lg.get("videos", [])) or 1
     each = "; per video " + ", ".join(f"{100 * v['jitter_growth']:+.0f} %" for v in lg["videos"]
                                      if v.get("jitter_growth") is not None) if n_long > 1 else ""
