@@ -194,7 +194,7 @@ def test_speed_rises_pair_each_clip_with_itself_over_seeds(monkeypatch, tmp_path
     base = {0: {"a": 1.0, "b": 3.0}, 1: {"a": 2.0, "b": 0.5}}  # clip b dominates the level means
 
     def fake_sweep(pipe, clips, work, suffix, steps, max_frames, levels_, log, seed):
-        per_clip = {c: {f"{lv:g}": {"measured": v + 0.1 * i, "head_motion": v - 0.2 * i, "pose_motion": float("nan")}
+        per_clip = {c: {f"{lv:g}": {"measured": v + 0.1 * i, "head_motion": v - 0.2 * i, "pose_motion": float("nan") if i else None}
                         for i, lv in enumerate(levels_)} for c, v in base[seed].items()}
         means = {f"{lv:g}": float(np.mean([per_clip[c][f"{lv:g}"]["measured"] for c in per_clip])) for lv in levels_}
         return {"measured": means, "monotonic": _rising(means, levels_), "flicker": means, "head_motion": means,

@@ -251,8 +251,9 @@ def _speed_sweep(pipe, clips, work: Path, suffix: str, steps: int, max_frames: i
                         slow.append(float(np.mean(head_speed(track.rotations, HEAD_MOTION_SIGMA)[track.found])))
                         rotations = pose_rotations(predict_pose(regressor, frames, track.boxes))
                         regressed.append(float(np.mean(head_speed(rotations, POSE_MOTION_SIGMA)[track.found])))
-                        per_clip.setdefault(clip.name, {})[f"{level:g}"] = {
-                            "measured": speeds[-1], "head_motion": slow[-1], "pose_motion": regressed[-1]}
+                        per_clip.setdefault(clip.name, {})[f"{level:g}"] = {  # None, not NaN: strict JSON
+                            "measured": _finite(speeds[-1]), "head_motion": _finite(slow[-1]),
+                            "pose_motion": _finite(regressed[-1])}
             key = f"{level:g}"
             measured[key], flicker[key], motion[key] = finite_mean(speeds), finite_mean(jitters), finite_mean(slow)
             posed[key] = finite_mean(regressed)
@@ -268,10 +269,15 @@ def _paired_rises(per_clip_by_seed: list[dict], keys: list[str]) -> dict:
         rises[name] = {}
         for a, b in zip(keys, keys[1:]):
             d = [v[b][name] - v[a][name] for per_clip in per_clip_by_seed for v in per_clip.values()
-                 if a in v and b in v and np.isfinite(v[a][name]) and np.isfinite(v[b][name])]
+                 if a in v and b in v and _finite(v[a][name]) is not None and _finite(v[b][name]) is not None]
             se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None
             rises[name][f"{a}->{b}"] = {"mean": float(np.mean(d)) if d else None, "se": se, "n": len(d)}
     return rises
+
+
+def _finite(x: float | None) -> float | None:
+    """x where it is a finite number, else None."""
+    return x if x is not None and np.isfinite(x) else None
 
 
 def _rising(values: dict, levels) -> bool:
