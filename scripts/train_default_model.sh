@@ -9,7 +9,9 @@
 # into src/emoportrait/assets/default_model. Every step is resumable: a finished step is skipped,
 # an interrupted training step continues from its last checkpoint (--resume latest), so the recipe
 # can be run in pieces. Budgets (world size, steps) are the tiny configs'; override with env vars,
-# e.g. IDENTITIES=80 on a faster machine; TRAIN_ARGS="--max-steps 2" for a smoke run; INIT_ARGS overrides the
+# e.g. IDENTITIES=80 on a faster machine; STEPS_SCALE=4 trains every step 4x its config's max_steps (a bigger budget,
+# e.g. on a GPU; 1, the default, passes nothing, so the committed model's commands are unchanged);
+# TRAIN_ARGS="--max-steps 2" for a smoke run; INIT_ARGS overrides the
 # tiny model config, e.g. INIT_ARGS="--vae.latent_channels=16"; PRECISION (auto | bf16 | fp32) below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +26,7 @@ CLIPS=${CLIPS:-6}
 SECONDS_PER_CLIP=${SECONDS_PER_CLIP:-8}
 WORKERS=${WORKERS:-2}
 SEED=${SEED:-0}
+STEPS_SCALE=${STEPS_SCALE:-1}
 EVAL_CLIPS=${EVAL_CLIPS:-8}     # held-out clips for lip-sync and the VAE ceiling (spread over both held-out splits)
 EVAL_FRAMES=${EVAL_FRAMES:-75}  # frames (3 s) per evaluated clip
 EVAL_STEPS=${EVAL_STEPS:-10}    # DDIM steps when evaluating
@@ -112,9 +115,14 @@ train() {  # train STAGE CONFIG INIT OUT
     local resume=() precision=("${emo_precision[@]}")
     [ -d "$4/checkpoints" ] && resume=(--resume latest)
     [ "$1" = vae ] && precision=("${vae_precision[@]}")
+    local steps=()
+    if [ "$STEPS_SCALE" != 1 ]; then  # the config's max_steps x STEPS_SCALE, at least 1
+      steps=(--max-steps "$("$PY" -c 'import sys, yaml
+print(max(1, round(yaml.safe_load(open(sys.argv[1]))["max_steps"] * float(sys.argv[2]))))' "$2" "$STEPS_SCALE")")
+    fi
     OMP_NUM_THREADS=$TRAIN_THREADS MKL_NUM_THREADS=$TRAIN_THREADS \
       "${EMO[@]}" train --config "$2" --stage "$1" --data "$WORK/shards" --init "$3" --output-dir "$4" \
-      "${resume[@]}" "${precision[@]}" ${TRAIN_ARGS:-}
+      "${resume[@]}" "${precision[@]}" "${steps[@]}" ${TRAIN_ARGS:-}
   fi
 }
 step "4/9 tiny VAE stand-in";  train vae configs/tiny/vae.yaml "$WORK/init" "$WORK/vae"
