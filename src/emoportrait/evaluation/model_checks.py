@@ -231,15 +231,16 @@ def _speed_sweep(pipe, clips, work: Path, suffix: str, steps: int, max_frames: i
     from emoportrait.evaluation.synthetic import temporal_hf_energy
 
     regressor = load_head_pose_regressor()
-    measured, flicker, motion, posed = {}, {}, {}, {}
-    per_clip: dict[str, dict[str, dict[str, float]]] = {}  # clip -> level -> reading -> value
+    flicker = {}
+    per_clip: dict[str, dict[str, dict[str, float | None]]] = {}  # clip -> level -> reading -> value
     with FaceAnalyzer() as analyzer:
         for level in levels:
-            videos = work / f"speed_{level:g}{suffix}"
+            key = f"{level:g}"
+            videos = work / f"speed_{key}{suffix}"
             videos.mkdir(parents=True, exist_ok=True)
-            log(f"speed: generating {len(clips)} clips at {level:g} deg/frame (seed {seed})")
+            log(f"speed: generating {len(clips)} clips at {key} deg/frame (seed {seed})")
             generate_for_set("", clips, videos, steps, seed=seed, max_frames=max_frames, log=log, speed=level, pipe=pipe)
-            speeds, jitters, slow, regressed = [], [], [], []
+            jitters = []
             for clip in clips:
                 path = videos / f"{clip.name}.mp4"
                 if path.is_file():
@@ -247,16 +248,17 @@ def _speed_sweep(pipe, clips, work: Path, suffix: str, steps: int, max_frames: i
                     jitters.append(temporal_hf_energy(frames))
                     track = analyzer.analyze_frames(frames)
                     if track.found.sum() >= 2:
-                        speeds.append(float(np.mean(track.speed[track.found])))
-                        slow.append(float(np.mean(head_speed(track.rotations, HEAD_MOTION_SIGMA)[track.found])))
                         rotations = pose_rotations(predict_pose(regressor, frames, track.boxes))
-                        regressed.append(float(np.mean(head_speed(rotations, POSE_MOTION_SIGMA)[track.found])))
-                        per_clip.setdefault(clip.name, {})[f"{level:g}"] = {  # None, not NaN: strict JSON
-                            "measured": _finite(speeds[-1]), "head_motion": _finite(slow[-1]),
-                            "pose_motion": _finite(regressed[-1])}
-            key = f"{level:g}"
-            measured[key], flicker[key], motion[key] = finite_mean(speeds), finite_mean(jitters), finite_mean(slow)
-            posed[key] = finite_mean(regressed)
+                        per_clip.setdefault(clip.name, {})[key] = {  # None, not NaN: strict JSON
+                            "measured": _finite(float(np.mean(track.speed[track.found]))),
+                            "head_motion": _finite(float(np.mean(head_speed(track.rotations, HEAD_MOTION_SIGMA)[track.found]))),
+                            "pose_motion": _finite(float(np.mean(head_speed(rotations, POSE_MOTION_SIGMA)[track.found])))}
+            flicker[key] = finite_mean(jitters)
+
+    def level_means(name: str) -> dict:  # each level's mean over the clips with a face
+        return {f"{lv:g}": finite_mean(v[f"{lv:g}"][name] for v in per_clip.values() if f"{lv:g}" in v) for lv in levels}
+
+    measured, motion, posed = level_means("measured"), level_means("head_motion"), level_means("pose_motion")
     return {"measured": measured, "monotonic": _rising(measured, levels), "flicker": flicker,
             "head_motion": motion, "head_motion_monotonic": _rising(motion, levels),
             "pose_motion": posed, "pose_motion_monotonic": _rising(posed, levels), "per_clip": per_clip}
