@@ -127,10 +127,12 @@ print(max(1, round(yaml.safe_load(open(sys.argv[1]))["max_steps"] * float(sys.ar
 }
 step "4/9 tiny VAE stand-in";  train vae configs/tiny/vae.yaml "$WORK/init" "$WORK/vae"
 # Its latent distribution of every training frame, once (data/latent_cache.py): stages 1-3 keep this encoder, so
-# they read the cache (data.latents: auto) instead of decoding and encoding each sampled frame again.
+# they read the cache (data.latents: auto) instead of decoding and encoding each sampled frame again. It is
+# encoded where training runs (preprocess's default: cuda when there is one, else the CPU; CACHE_DEVICE overrides).
+cache_device=(); [ -n "${CACHE_DEVICE:-}" ] && cache_device=(--device "$CACHE_DEVICE")
 [ -f "$WORK/stage3/model/model_index.json" ] || OMP_NUM_THREADS=$TRAIN_THREADS MKL_NUM_THREADS=$TRAIN_THREADS \
   "${EMO[@]}" preprocess --out "$WORK/shards" --latents "$WORK/vae/model" --latents-dtype "$latents_dtype" \
-  --device cpu
+  "${cache_device[@]}"
 step "5/9 stage 1 (image)";    train 1   configs/tiny/stage1.yaml "$WORK/vae/model"   "$WORK/stage1"
 step "6/9 stage 2 (video)";    train 2   configs/tiny/stage2.yaml "$WORK/stage1/model" "$WORK/stage2"
 step "7/9 stage 3 (speed)";    train 3   configs/tiny/stage3.yaml "$WORK/stage2/model" "$WORK/stage3"
