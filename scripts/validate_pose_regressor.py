@@ -18,8 +18,9 @@ import numpy as np
 from emoportrait.data.faces import FaceAnalyzer, head_speed
 from emoportrait.data.media import read_video
 from emoportrait.evaluation.dataset import load_set
-from emoportrait.evaluation.model_checks import HEAD_MOTION_SIGMA, POSE_MOTION_SIGMA, spread
+from emoportrait.evaluation.model_checks import spread
 from emoportrait.evaluation.pose_regressor import load_head_pose_regressor, pose_rotations, predict_pose
+from emoportrait.evaluation.speed_check import HEAD_MOTION_SIGMA, POSE_MOTION_SIGMA
 
 # data.faces' yaw and pitch count the other way round from the renderer's (r = -0.9 to -1.0 per clip against the
 # world's truth); the speed readings do not depend on it, the per-frame errors would.

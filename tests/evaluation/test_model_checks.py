@@ -6,19 +6,17 @@ import numpy as np
 import pytest
 
 from emoportrait.cli import main as cli_main
-from emoportrait.evaluation import model_checks
+from emoportrait.evaluation import speed_check
 from emoportrait.evaluation.dataset import load_set
 from emoportrait.evaluation.model_checks import (
-    HEAD_MOTION_SIGMA,
-    _rising,
     _sem,
-    check_speed,
     main,
     quarters,
     shuffled_sources,
     spread,
 )
 from emoportrait.evaluation.runner import finite_mean
+from emoportrait.evaluation.speed_check import HEAD_MOTION_SIGMA, _rising, check_speed
 
 
 def test_shuffled_audio_is_a_derangement(world):
@@ -175,7 +173,7 @@ def test_speed_at_several_seeds_is_in_order_only_where_every_sweep_is(monkeypatc
                 "head_motion": {k: v / 3 for k, v in m.items()}, "head_motion_monotonic": _rising(m, levels),
                 "pose_motion": {k: v / 2 for k, v in m.items()}, "pose_motion_monotonic": _rising(m, levels)}
 
-    monkeypatch.setattr(model_checks, "_speed_sweep", fake_sweep)
+    monkeypatch.setattr(speed_check, "_speed_sweep", fake_sweep)
     levels = (0.1, 0.9, 1.6)
     one = check_speed(None, [], tmp_path, 1, 5, levels, print, seed=0)
     assert one["monotonic"] and one["head_motion_monotonic"] and "per_seed" not in one and folders == ["speed_0.9"]
@@ -200,7 +198,7 @@ def test_speed_rises_pair_each_clip_with_itself_over_seeds(monkeypatch, tmp_path
         return {"measured": means, "monotonic": _rising(means, levels_), "flicker": means, "head_motion": means,
                 "head_motion_monotonic": False, "pose_motion": means, "pose_motion_monotonic": False, "per_clip": per_clip}
 
-    monkeypatch.setattr(model_checks, "_speed_sweep", fake_sweep)
+    monkeypatch.setattr(speed_check, "_speed_sweep", fake_sweep)
     both = check_speed(None, [], tmp_path, 1, 5, levels, print, seeds=[0, 1])
     up = both["rises"]["measured"]["0.1->0.9"]
     assert up["n"] == 4 and up["mean"] == pytest.approx(0.1) and up["se"] == pytest.approx(0.0, abs=1e-12)

@@ -9,7 +9,6 @@ from emoportrait.data.media import read_video
 from emoportrait.data.synth.geometry import rotation_matrix
 from emoportrait.errors import EMOError
 from emoportrait.evaluation.dataset import load_set
-from emoportrait.evaluation.model_checks import POSE_MOTION_SIGMA
 from emoportrait.evaluation.mouth_regressor import HELDOUT_SEED, render_samples
 from emoportrait.evaluation.pose_regressor import (
     load_head_pose_regressor,
@@ -18,6 +17,7 @@ from emoportrait.evaluation.pose_regressor import (
     pose_target,
     predict_pose,
 )
+from emoportrait.evaluation.speed_check import POSE_MOTION_SIGMA
 
 
 @pytest.fixture(scope="module")
