@@ -45,3 +45,19 @@ def test_cpu_has_native_bf16_reads_the_cpu_flags(tmp_path):
 def test_unknown_dtype_is_a_clear_error():
     with pytest.raises(EMOError, match="unknown dtype 'bf17'"):
         loading.resolve_dtype("bf17", "cpu")
+
+
+def test_a_loaded_pipeline_has_its_weights_in_aligned_storage(tiny_model_dir):
+    """diffusers' AutoencoderKL too: the pipeline gives every component's weights storage of their own."""
+    from safetensors.torch import load_file
+
+    from emoportrait.models.storage import ALIGNMENT
+    from emoportrait.pipelines.pipeline_emo import EMOPipeline
+
+    raw = load_file(str(tiny_model_dir / "vae" / "diffusion_pytorch_model.safetensors"))
+    assert any(t.data_ptr() % ALIGNMENT for t in raw.values())  # what diffusers alone would keep
+    pipe = EMOPipeline.from_pretrained(tiny_model_dir)
+    for name, component in pipe.components.items():
+        if isinstance(component, torch.nn.Module):
+            tensors = [*component.parameters(), *component.buffers()]
+            assert all(t.data_ptr() % ALIGNMENT == 0 for t in tensors if t.numel()), name

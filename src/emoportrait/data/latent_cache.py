@@ -213,10 +213,12 @@ def encode_moments(vae, frames):
 
 
 def load_model_vae(model_dir: str | os.PathLike):
-    """The `vae` component of a model folder (diffusers layout), in eval mode."""
+    """The `vae` component of a model folder (diffusers layout), in eval mode, its weights as the pipeline's."""
     from diffusers import AutoencoderKL
+
+    from emoportrait.models.storage import own_storage
 
     folder = Path(model_dir) / "vae"
     if not (folder / "config.json").is_file():
         raise EMOError(f"{model_dir}: no vae/config.json; pass a model folder made by `emoportrait init`")
-    return AutoencoderKL.from_pretrained(folder).eval()
+    return own_storage(AutoencoderKL.from_pretrained(folder)).eval()

@@ -22,6 +22,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from emoportrait.models.storage import OwnStorageMixin
+
 SAMPLE_RATE = 16_000
 
 
@@ -49,7 +51,7 @@ def _mel_filterbank(n_mels: int, n_fft: int, sample_rate: int, fmin: float, fmax
     return np.maximum(0.0, np.minimum(up, down)).astype(np.float32)
 
 
-class LogMelAudioEncoder(ModelMixin, ConfigMixin):
+class LogMelAudioEncoder(OwnStorageMixin, ModelMixin, ConfigMixin):
     """Weight-free log-mel features per video frame (the tiny size's stand-in for wav2vec2).
 
     Each video frame t gets the `hops_per_frame` mel frames centred on t / fps, stacked: one
@@ -97,7 +99,7 @@ class LogMelAudioEncoder(ModelMixin, ConfigMixin):
         return frames.reshape(b, num_frames, 1, hops * cfg.n_mels).to(self.dtype)
 
 
-class Wav2Vec2AudioEncoder(ModelMixin, ConfigMixin):
+class Wav2Vec2AudioEncoder(OwnStorageMixin, ModelMixin, ConfigMixin):
     """Frozen wav2vec2 whose chosen blocks' hidden states, resampled to fps, are the audio features.
 
     Args:
@@ -179,7 +181,7 @@ def audio_windows(features: torch.Tensor, m: int) -> torch.Tensor:
     return padded.unfold(1, 2 * m + 1, 1).permute(0, 1, 3, 2)  # (B, T, 2m+1, X)
 
 
-class AudioProjection(ModelMixin, ConfigMixin):
+class AudioProjection(OwnStorageMixin, ModelMixin, ConfigMixin):
     """Window of per-frame audio features -> 2m+1 audio tokens per frame for audio-attention.
 
     Args:

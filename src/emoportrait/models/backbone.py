@@ -30,6 +30,7 @@ from emoportrait.models.attention import (
     ReferenceAttnProcessor,
     _attend,
 )
+from emoportrait.models.storage import OwnStorageMixin
 
 REFERENCE_MODES = ("cross", "concat")
 
@@ -134,7 +135,7 @@ class EMOTemporalModule(AnimateDiffTransformer3D):
         return out.reshape(bf, c, h, w)
 
 
-class EMOUNet(UNetMotionModel):
+class EMOUNet(OwnStorageMixin, UNetMotionModel):
     """EMO's Backbone Network (paper Fig. 2): denoises F frames conditioned on reference, audio, speed, face.
 
     Args (beyond SD1.5's `UNet2DConditionModel` ones, which keep their meaning):

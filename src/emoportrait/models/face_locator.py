@@ -7,8 +7,10 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.controlnets.controlnet import ControlNetConditioningEmbedding
 from diffusers.models.modeling_utils import ModelMixin
 
+from emoportrait.models.storage import OwnStorageMixin
 
-class FaceLocator(ModelMixin, ConfigMixin):
+
+class FaceLocator(OwnStorageMixin, ModelMixin, ConfigMixin):
     """Light convolutional encoder of the face mask, its last conv zero-initialised (ours, as
     AnimateAnyone's pose guider): its output is added after the backbone's `conv_in`, so an
     untrained locator leaves the backbone unchanged.

@@ -19,9 +19,10 @@ from emoportrait.models.attention import (
     ReferenceSelfAttnProcessor,
 )
 from emoportrait.models.backbone import REFERENCE_MODES, register_own_config, spatial_layer_names
+from emoportrait.models.storage import OwnStorageMixin
 
 
-class EMOReferenceNet(UNet2DConditionModel):
+class EMOReferenceNet(OwnStorageMixin, UNet2DConditionModel):
     """Extracts the per-layer self-attention features of one or more images.
 
     Args: SD1.5's `UNet2DConditionModel` arguments, plus `reference_mode` ("cross": `attn2` becomes

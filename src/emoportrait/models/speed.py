@@ -8,6 +8,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from emoportrait.models.audio import audio_windows
+from emoportrait.models.storage import OwnStorageMixin
 
 
 def speed_to_buckets(speed: torch.Tensor, centers: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
@@ -26,7 +27,7 @@ def speed_to_buckets(speed: torch.Tensor, centers: torch.Tensor, radii: torch.Te
     return torch.tanh((speed.unsqueeze(-1) - centers) / radii * 3.0)  # (..., D)
 
 
-class SpeedEncoder(ModelMixin, ConfigMixin):
+class SpeedEncoder(OwnStorageMixin, ModelMixin, ConfigMixin):
     """Speed layers' embedding (paper 3.2): per-frame speed buckets over a +-m window -> MLP.
 
     Args:

@@ -107,13 +107,20 @@ class EMOPipeline(DiffusionPipeline, EMOInputsMixin, EMOFreeInitMixin):
     def from_pretrained(cls, pretrained_model_name_or_path=None, **kwargs):
         """diffusers' `from_pretrained`; with no location, the packaged default model (README: the default model).
 
-        Raises `EMOError` when no location is given and no default model is installed.
+        Raises `EMOError` when no location is given and no default model is installed. Every component's
+        weights get storage of their own (models/storage.py), so the loaded pipeline computes what the saved one did.
         """
+        from emoportrait.models.storage import own_storage
+
         if pretrained_model_name_or_path is None:
             from emoportrait.pipelines.loading import resolve_model
 
             pretrained_model_name_or_path = resolve_model(None)
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        for component in pipe.components.values():
+            if isinstance(component, torch.nn.Module):
+                own_storage(component)
+        return pipe
 
     # ------------------------------------------------------------------ model-derived settings
 

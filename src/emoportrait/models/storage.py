@@ -1,0 +1,33 @@
+"""Loaded weights in storage of their own, so a loaded model computes what the saved one did, bit for bit.
+
+safetensors hands out every tensor of a file as a view into one buffer, at the file's 8-byte offsets, and
+diffusers' `from_pretrained` keeps those views as the parameters. On some CPUs the BLAS and oneDNN kernels take
+another path for weights that are not 64-byte aligned (measured on an AMD EPYC: a loaded EMOUNet's output differed
+from the saved one's by up to 1e-6; on the Xeon the project was first built on it did not). `own_storage` copies
+each such CPU tensor once, into the allocator's aligned memory; the copies are made at load, one tensor at a time.
+"""
+
+from __future__ import annotations
+
+import torch
+
+ALIGNMENT = 64  # bytes: PyTorch's CPU allocator (c10 `gAlignment`)
+
+
+def own_storage(module: torch.nn.Module) -> torch.nn.Module:
+    """Give every misaligned CPU parameter and buffer of `module` an aligned copy of its own, in place; returns it."""
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            if tensor.device.type == "cpu" and tensor.numel() and tensor.data_ptr() % ALIGNMENT:
+                tensor.data = tensor.data.clone()
+    return module
+
+
+class OwnStorageMixin:
+    """`from_pretrained` as diffusers', with the weights in storage of their own (`own_storage`)."""
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        loaded = super().from_pretrained(*args, **kwargs)
+        own_storage(loaded[0] if isinstance(loaded, tuple) else loaded)  # output_loading_info=True: (model, info)
+        return loaded
