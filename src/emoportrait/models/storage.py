@@ -1,10 +1,11 @@
 """Loaded weights in storage of their own, so a loaded model computes what the saved one did, bit for bit.
 
 safetensors hands out every tensor of a file as a view into one buffer, at the file's 8-byte offsets, and
-diffusers' `from_pretrained` keeps those views as the parameters. On some CPUs the BLAS and oneDNN kernels take
-another path for weights that are not 64-byte aligned (measured on an AMD EPYC: a loaded EMOUNet's output differed
-from the saved one's by up to 1e-6; on the Xeon the project was first built on it did not). `own_storage` copies
-each such CPU tensor once, into the allocator's aligned memory; the copies are made at load, one tensor at a time.
+diffusers' `from_pretrained` keeps those views as the parameters. On some CPUs the BLAS and oneDNN kernels
+take another path for weights that are not 64-byte aligned (measured on a 2-core AMD EPYC, torch 2.13: a
+reloaded EMOUNet's output differed from the saved one's by up to 1e-6, and equalled it bit for bit once its
+weights were copied; that reload test, tests/models/test_networks.py, had passed on earlier machines).
+`own_storage` copies each such CPU tensor once, into the allocator's aligned memory, one tensor at a time.
 """
 
 from __future__ import annotations
