@@ -71,6 +71,19 @@ def timed(fn, device: str, repeats: int) -> float:
     return statistics.median(times)
 
 
+def training_bench_args(description: str, argv: list[str] | None) -> argparse.Namespace:
+    """The training benchmarks' options (--size, --device, --threads, --repeats), torch's threads set."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--size", default="tiny", choices=("tiny", "full"))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=7)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args
+
+
 # --------------------------------------------------------------------------- 1. memory
 
 

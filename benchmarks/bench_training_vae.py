@@ -18,28 +18,20 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import sys
 from pathlib import Path
 
 import torch
-from bench_generate import timed  # median of repeats after a warm-up, CUDA-synchronised
+from bench_generate import timed, training_bench_args  # median of repeats; the common options
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", default="tiny", choices=("tiny", "full"))
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--repeats", type=int, default=7)
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = training_bench_args(__doc__.splitlines()[0], argv)
 
     from emoportrait.models import build_components, load_model_config
     from emoportrait.training.module import VAETrainingModule
