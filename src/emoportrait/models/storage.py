@@ -15,17 +15,22 @@ import torch
 ALIGNMENT = 64  # bytes: PyTorch's CPU allocator (c10 `gAlignment`)
 
 
-def own_storage(module: torch.nn.Module) -> torch.nn.Module:
-    """Give every misaligned CPU parameter and buffer of `module` an aligned copy of its own, in place; returns it."""
+def own_storage(loaded):
+    """Give every misaligned CPU parameter and buffer an aligned copy of its own, in place; returns `loaded`.
+
+    `loaded`: a module, or a pipeline (each of its `components` that is a module: diffusers' VAE as well).
+    """
+    components = [loaded] if isinstance(loaded, torch.nn.Module) else loaded.components.values()
+    modules = [m for m in components if isinstance(m, torch.nn.Module)]
     with torch.no_grad():
-        for tensor in [*module.parameters(), *module.buffers()]:
+        for tensor in [t for m in modules for t in [*m.parameters(), *m.buffers()]]:
             if tensor.device.type == "cpu" and tensor.numel() and tensor.data_ptr() % ALIGNMENT:
                 tensor.data = tensor.data.clone()
-    return module
+    return loaded
 
 
 class OwnStorageMixin:
-    """`from_pretrained` as diffusers', with the weights in storage of their own (`own_storage`)."""
+    """`from_pretrained` as diffusers' (a model's or a pipeline's), with the weights in storage of their own."""
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):

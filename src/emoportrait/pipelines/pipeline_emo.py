@@ -31,6 +31,7 @@ import emoportrait.models  # noqa: F401  (diffusers resolves the model folder's 
 from emoportrait.errors import EMOError
 from emoportrait.models.config import DEFAULT_GUIDANCE_AUDIO, DEFAULT_GUIDANCE_REF
 from emoportrait.models.noise import checked_ratio, draw_frame_noise
+from emoportrait.models.storage import OwnStorageMixin
 from emoportrait.pipelines.free_init import EMOFreeInitMixin
 from emoportrait.pipelines.guidance import checked_scale, combine_guidance, guidance_branches
 from emoportrait.pipelines.inputs import EMOInputsMixin, GenerationInputs
@@ -42,7 +43,7 @@ OUTPUT_TYPES = ("np", "pil", "pt", "latent")
 DEFAULT_SPEED = 0.5  # degrees/frame (12.5 deg/s): calm talking-head motion, inside the speed buckets' range
 
 
-class EMOPipeline(DiffusionPipeline, EMOInputsMixin, EMOFreeInitMixin):
+class EMOPipeline(OwnStorageMixin, DiffusionPipeline, EMOInputsMixin, EMOFreeInitMixin):
     r"""Audio-driven portrait video generation (EMO, paper section 3.2, Fig. 2).
 
     Components:
@@ -110,17 +111,11 @@ class EMOPipeline(DiffusionPipeline, EMOInputsMixin, EMOFreeInitMixin):
         Raises `EMOError` when no location is given and no default model is installed. Every component's
         weights get storage of their own (models/storage.py), so the loaded pipeline computes what the saved one did.
         """
-        from emoportrait.models.storage import own_storage
-
         if pretrained_model_name_or_path is None:
             from emoportrait.pipelines.loading import resolve_model
 
             pretrained_model_name_or_path = resolve_model(None)
-        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        for component in pipe.components.values():
-            if isinstance(component, torch.nn.Module):
-                own_storage(component)
-        return pipe
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     # ------------------------------------------------------------------ model-derived settings
 
